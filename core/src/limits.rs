@@ -1,0 +1,325 @@
+//! Size and count limits on everything a peer can send, and the checks that enforce
+//! them. The numbers are written next to each field in `proto/agora/v1/*.proto`; a
+//! message that breaks one is refused with a [`LimitError`] that names the field.
+
+use agora_proto as pb;
+
+/// Largest gRPC message any Agora server decodes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_ID_LEN: usize = 255;
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_ROLE_LEN: usize = 255;
+pub const MAX_RESOURCES: usize = 1024;
+pub const MAX_RANGES: usize = 1024;
+pub const MAX_SET_ITEMS: usize = 1024;
+pub const MAX_LABELS: usize = 256;
+pub const MAX_ATTRIBUTES: usize = 256;
+pub const MAX_ROLES: usize = 64;
+pub const MAX_ENV_VARS: usize = 1024;
+pub const MAX_ARGUMENTS: usize = 1024;
+pub const MAX_URIS: usize = 64;
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+pub const MAX_TASK_DATA_BYTES: usize = 1024 * 1024;
+pub const MAX_STATUS_DATA_BYTES: usize = 64 * 1024;
+pub const MAX_MESSAGE_DATA_BYTES: usize = 64 * 1024;
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 4 * 1024;
+pub const MAX_OFFER_IDS: usize = 1024;
+pub const MAX_OPERATIONS: usize = 1024;
+pub const MAX_TASKS_PER_LAUNCH: usize = 1024;
+pub const MAX_TASK_GROUP: usize = 64;
+pub const MAX_RECONCILE_TASKS: usize = 100_000;
+pub const MAX_REREGISTER_TASKS: usize = 100_000;
+pub const MAX_UUID_BYTES: usize = 16;
+/// Largest scalar resource accepted (1e12 MB is an exabyte of memory).
+pub const MAX_SCALAR: f64 = 1e12;
+/// Largest failover timeout: Mesos caps refuse_seconds at a year; we use the same cap.
+pub const MAX_TIMEOUT_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A message broke a limit or a validity rule. `field` is the proto path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct LimitError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl LimitError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks a count of repeated items.
+pub fn count(field: &str, len: usize, max: usize) -> Result<(), LimitError> {
+    if len > max {
+        return Err(LimitError::new(
+            field,
+            format!("{len} items exceed the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a length in bytes.
+pub fn bytes(field: &str, len: usize, max: usize) -> Result<(), LimitError> {
+    if len > max {
+        return Err(LimitError::new(
+            field,
+            format!("{len} bytes exceed the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an id: present, not empty, bounded, printable, without path separators
+/// (ids become directory names on agents).
+pub fn id(field: &str, value: Option<&str>) -> Result<(), LimitError> {
+    let Some(value) = value else {
+        return Err(LimitError::new(field, "is required"));
+    };
+    if value.is_empty() {
+        return Err(LimitError::new(field, "must not be empty"));
+    }
+    bytes(field, value.len(), MAX_ID_LEN)?;
+    if value == "." || value == ".." || value.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(LimitError::new(
+            field,
+            format!("'{value}' may not contain '/' or control characters, nor be '.' or '..'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a timeout in seconds: finite, not negative, at most a year.
+pub fn seconds(field: &str, value: f64) -> Result<(), LimitError> {
+    if !value.is_finite() || value < 0.0 || value > MAX_TIMEOUT_SECONDS {
+        return Err(LimitError::new(
+            field,
+            format!("{value} must be a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}"),
+        ));
+    }
+    Ok(())
+}
+
+fn labels(field: &str, labels: Option<&pb::Labels>) -> Result<(), LimitError> {
+    if let Some(l) = labels {
+        count(field, l.labels.len(), MAX_LABELS)?;
+        for label in &l.labels {
+            bytes(&format!("{field}.key"), label.key.len(), 255)?;
+            bytes(&format!("{field}.value"), label.value.len(), 4096)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn framework_info(info: &pb::FrameworkInfo) -> Result<(), LimitError> {
+    bytes("framework_info.name", info.name.len(), 255)?;
+    bytes("framework_info.user", info.user.len(), 255)?;
+    bytes("framework_info.hostname", info.hostname.len(), 255)?;
+    bytes("framework_info.principal", info.principal.len(), 255)?;
+    bytes("framework_info.webui_url", info.webui_url.len(), 1024)?;
+    seconds("framework_info.failover_timeout", info.failover_timeout)?;
+    count("framework_info.roles", info.roles.len(), MAX_ROLES)?;
+    for role in &info.roles {
+        role_name("framework_info.roles", role)?;
+    }
+    count("framework_info.capabilities", info.capabilities.len(), 32)?;
+    labels("framework_info.labels", info.labels.as_ref())?;
+    if let Some(fid) = &info.id {
+        id("framework_info.id", Some(&fid.value))?;
+    }
+    Ok(())
+}
+
+/// Role names: `*`, or `/`-separated path components of `[A-Za-z0-9_.-]`, none `.`/`..`.
+pub fn role_name(field: &str, role: &str) -> Result<(), LimitError> {
+    if role == "*" {
+        return Ok(());
+    }
+    bytes(field, role.len(), MAX_ROLE_LEN)?;
+    let valid = !role.is_empty()
+        && role.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        });
+    if !valid {
+        return Err(LimitError::new(
+            field,
+            format!("'{role}' is not a role: use '*' or names like 'eng/ml'"),
+        ));
+    }
+    Ok(())
+}
+
+fn command(field: &str, cmd: &pb::CommandInfo) -> Result<(), LimitError> {
+    bytes(
+        &format!("{field}.value"),
+        cmd.value.len(),
+        MAX_COMMAND_BYTES,
+    )?;
+    count(
+        &format!("{field}.arguments"),
+        cmd.arguments.len(),
+        MAX_ARGUMENTS,
+    )?;
+    for a in &cmd.arguments {
+        bytes(&format!("{field}.arguments"), a.len(), MAX_COMMAND_BYTES)?;
+    }
+    count(&format!("{field}.uris"), cmd.uris.len(), MAX_URIS)?;
+    if let Some(env) = &cmd.environment {
+        count(
+            &format!("{field}.environment"),
+            env.variables.len(),
+            MAX_ENV_VARS,
+        )?;
+        for v in &env.variables {
+            bytes(&format!("{field}.environment.name"), v.name.len(), 255)?;
+            bytes(
+                &format!("{field}.environment.value"),
+                v.value.len(),
+                32 * 1024,
+            )?;
+        }
+    }
+    if !cmd.shell && cmd.value.is_empty() {
+        return Err(LimitError::new(
+            format!("{field}.value"),
+            "a command without shell needs the program in `value`",
+        ));
+    }
+    if cmd.shell && cmd.value.trim().is_empty() {
+        return Err(LimitError::new(
+            format!("{field}.value"),
+            "the shell command is empty",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a task as a framework sends it in LAUNCH (resources are checked by
+/// `Resources::from_proto`).
+pub fn task_info(task: &pb::TaskInfo) -> Result<(), LimitError> {
+    id(
+        "task_info.task_id",
+        task.task_id.as_ref().map(|t| t.value.as_str()),
+    )?;
+    bytes("task_info.name", task.name.len(), 255)?;
+    count("task_info.resources", task.resources.len(), MAX_RESOURCES)?;
+    bytes("task_info.data", task.data.len(), MAX_TASK_DATA_BYTES)?;
+    labels("task_info.labels", task.labels.as_ref())?;
+    match (&task.command, &task.executor) {
+        (Some(_), Some(_)) => {
+            return Err(LimitError::new(
+                "task_info",
+                "set either `command` or `executor`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(LimitError::new(
+                "task_info.command",
+                "a task needs a command (or an executor)",
+            ));
+        }
+        (Some(cmd), None) => command("task_info.command", cmd)?,
+        (None, Some(exec)) => {
+            id(
+                "task_info.executor.executor_id",
+                exec.executor_id.as_ref().map(|e| e.value.as_str()),
+            )?;
+            if let Some(cmd) = &exec.command {
+                command("task_info.executor.command", cmd)?;
+            }
+        }
+    }
+    if let Some(container) = &task.container {
+        count("task_info.container.volumes", container.volumes.len(), 64)?;
+    }
+    if let Some(kp) = &task.kill_policy
+        && let Some(g) = kp.grace_period_seconds
+    {
+        seconds("task_info.kill_policy.grace_period_seconds", g)?;
+    }
+    Ok(())
+}
+
+/// Checks a status an executor or agent reports.
+pub fn task_status(status: &pb::TaskStatus) -> Result<(), LimitError> {
+    id(
+        "status.task_id",
+        status.task_id.as_ref().map(|t| t.value.as_str()),
+    )?;
+    if pb::TaskState::try_from(status.state).is_err() {
+        return Err(LimitError::new(
+            "status.state",
+            format!("{} is not a task state", status.state),
+        ));
+    }
+    bytes(
+        "status.message",
+        status.message.len(),
+        MAX_STATUS_MESSAGE_BYTES,
+    )?;
+    bytes("status.data", status.data.len(), MAX_STATUS_DATA_BYTES)?;
+    bytes("status.uuid", status.uuid.len(), MAX_UUID_BYTES)?;
+    labels("status.labels", status.labels.as_ref())?;
+    Ok(())
+}
+
+pub fn agent_info(info: &pb::AgentInfo) -> Result<(), LimitError> {
+    bytes("agent_info.hostname", info.hostname.len(), 255)?;
+    bytes("agent_info.endpoint", info.endpoint.len(), 255)?;
+    count("agent_info.resources", info.resources.len(), MAX_RESOURCES)?;
+    count(
+        "agent_info.attributes",
+        info.attributes.len(),
+        MAX_ATTRIBUTES,
+    )?;
+    for a in &info.attributes {
+        bytes("agent_info.attributes.name", a.name.len(), 128)?;
+        bytes("agent_info.attributes.text", a.text.len(), 1024)?;
+    }
+    if let Some(aid) = &info.id {
+        id("agent_info.id", Some(&aid.value))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_safe_path_components() {
+        assert!(id("x", Some("task-1.a_b")).is_ok());
+        for bad in ["", "..", "a/b", "a\nb"] {
+            assert!(id("x", Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(id("x", None).is_err());
+        assert!(id("x", Some(&"a".repeat(256))).is_err());
+    }
+
+    #[test]
+    fn roles() {
+        for ok in ["*", "eng", "eng/ml", "a.b-c_d"] {
+            assert!(role_name("r", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "eng/", "/eng", "eng/../x", "a b", "x*"] {
+            assert!(role_name("r", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert!(seconds("t", 0.0).is_ok());
+        assert!(seconds("t", f64::NAN).is_err());
+        assert!(seconds("t", -1.0).is_err());
+        assert!(seconds("t", 1e20).is_err());
+    }
+}
