@@ -95,7 +95,7 @@ pub fn id(field: &str, value: Option<&str>) -> Result<(), LimitError> {
 
 /// Checks a timeout in seconds: finite, not negative, at most a year.
 pub fn seconds(field: &str, value: f64) -> Result<(), LimitError> {
-    if !value.is_finite() || value < 0.0 || value > MAX_TIMEOUT_SECONDS {
+    if !(0.0..=MAX_TIMEOUT_SECONDS).contains(&value) {
         return Err(LimitError::new(
             field,
             format!("{value} must be a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}"),

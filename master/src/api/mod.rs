@@ -1,0 +1,24 @@
+//! The gRPC services: thin adapters that turn requests into core commands.
+
+pub mod agent_link;
+pub mod operator;
+pub mod scheduler;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use crate::core::Command;
+
+/// Sends a command to the core and waits for its answer.
+pub(crate) async fn ask<T>(
+    commands: &mpsc::UnboundedSender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Command,
+) -> Result<T, Status> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(make(reply))
+        .map_err(|_| Status::unavailable("the master is shutting down"))?;
+    answer
+        .await
+        .map_err(|_| Status::unavailable("the master is shutting down"))?
+}

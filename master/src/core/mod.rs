@@ -1,0 +1,556 @@
+//! The master's core: one actor that owns all master state.
+//!
+//! API handlers never touch state; they send a [`Command`] and, where they need an
+//! answer, wait on a oneshot. The actor handles a batch of commands, then runs one
+//! allocation if anything changed (so bursts of changes coalesce into one pass), then
+//! publishes a fresh [`pb::ClusterState`] for readers. Timers (agent pings, framework
+//! heartbeats, failover timeouts, filter expiry) are deadlines in the same loop, driven
+//! by tokio time so tests can pause it.
+//!
+//! The work is split by concern:
+//! - `frameworks.rs`: subscribe, disconnect, failover timeout, teardown, the calls that
+//!   only touch the framework (revive, suppress, decline).
+//! - `agents.rs`: register, re-register, pings, unreachable.
+//! - `accept.rs`: ACCEPT validation and launching.
+//! - `tasks.rs`: status updates, acknowledgements, kill, reconcile, messages.
+//! - `allocation.rs`: turns allocator grants into offers.
+//! - `view.rs`: the published snapshot and operator events.
+
+mod accept;
+mod agents;
+mod allocation;
+mod frameworks;
+mod tasks;
+mod view;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_core::Resources;
+use agora_proto as pb;
+use slog::{Logger, info, warn};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::metrics::MasterMetrics;
+use crate::offer_book::OfferBook;
+use crate::registry::{Registry, RegistryOp};
+
+pub(crate) use frameworks::SubscribeReply;
+
+/// Events to one framework. Bounded: a framework that does not read its stream is
+/// disconnected rather than allowed to grow the master's memory.
+pub(crate) type EventSender = mpsc::Sender<Result<pb::Event, Status>>;
+/// Messages to one agent, bounded for the same reason.
+pub(crate) type AgentSender = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+
+/// Capacity of each framework's and agent's outgoing queue.
+pub(crate) const OUTBOUND_QUEUE: usize = 65_536;
+/// Terminal tasks kept per framework for inspection (Mesos: 1000).
+const COMPLETED_TASKS_PER_FRAMEWORK: usize = 1000;
+/// Removed framework ids remembered, so late updates for them are acknowledged.
+const COMPLETED_FRAMEWORKS: usize = 1000;
+/// Commands handled before the actor allocates and publishes.
+const BATCH: usize = 1024;
+
+/// Timing knobs of the core.
+#[derive(Clone, Debug)]
+pub struct CoreTimings {
+    /// How often agents are pinged (Mesos: `--agent_ping_timeout`, 15 s).
+    pub agent_ping_interval: Duration,
+    /// Unanswered pings after which an agent is unreachable (Mesos: 5).
+    pub max_missed_pings: u32,
+    /// How long agents known from the registry have to re-register after a master
+    /// start before they are marked unreachable (Mesos: 10 min).
+    pub agent_reregister_timeout: Duration,
+    /// How often frameworks get HEARTBEAT events (Mesos: 15 s).
+    pub framework_heartbeat_interval: Duration,
+    /// Filter applied to declined resources when the framework gives none (Mesos: 5 s).
+    pub default_refuse: Duration,
+}
+
+impl Default for CoreTimings {
+    fn default() -> Self {
+        Self {
+            agent_ping_interval: Duration::from_secs(15),
+            max_missed_pings: 5,
+            agent_reregister_timeout: Duration::from_secs(600),
+            framework_heartbeat_interval: Duration::from_secs(15),
+            default_refuse: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What API handlers ask of the core.
+pub(crate) enum Command {
+    Subscribe {
+        request: pb::SubscribeRequest,
+        reply: oneshot::Sender<Result<SubscribeReply, Status>>,
+    },
+    Call {
+        call: pb::Call,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    /// The framework's event stream was dropped (the client went away).
+    FrameworkStreamClosed { framework_id: String, stream_id: String },
+    /// An agent opened a stream; `first` is its first message.
+    AgentAttach {
+        first: pb::AgentMessage,
+        sender: AgentSender,
+        reply: oneshot::Sender<Result<AgentSession, Status>>,
+    },
+    AgentMessage {
+        session: AgentSession,
+        message: pb::AgentMessage,
+    },
+    AgentStreamClosed { session: AgentSession },
+}
+
+/// Identifies one agent connection: a stale stream's messages are ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AgentSession {
+    pub agent_id: String,
+    pub epoch: u64,
+}
+
+/// A timer in the core's loop.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Remove the framework unless it re-subscribed since (`epoch` changed).
+    FrameworkFailover { framework_id: String, epoch: u64 },
+    /// A decline filter ends: allocate again.
+    FilterExpired,
+    /// Agents recovered from the registry that have not re-registered are unreachable.
+    AgentReregisterDeadline,
+}
+
+/// A task the master knows.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskEntry {
+    /// As launched (agent_id set); for tasks learnt from an agent, as it reported.
+    pub info: pb::TaskInfo,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub state: pb::TaskState,
+    pub latest_status: Option<pb::TaskStatus>,
+    /// What it holds on its agent while not terminal.
+    pub resources: Resources,
+    /// The uuid of the terminal update, once one arrived: its acknowledgement retires
+    /// the task.
+    pub terminal_uuid: Option<Vec<u8>>,
+}
+
+impl TaskEntry {
+    pub fn info_task_id(&self) -> String {
+        self.info
+            .task_id
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A live framework subscription.
+pub(crate) struct FrameworkConnection {
+    pub sender: EventSender,
+    pub stream_id: String,
+}
+
+pub(crate) struct FrameworkEntry {
+    /// Always has `id` set.
+    pub info: pb::FrameworkInfo,
+    /// The role its offers are made for: its first role, or `*`.
+    pub role: String,
+    pub connection: Option<FrameworkConnection>,
+    /// Bumped on every (re)subscription; stale failover timers check it.
+    pub epoch: u64,
+    pub suppressed: bool,
+    /// agent id → until when declined resources of that agent are not offered.
+    pub filters: HashMap<String, Instant>,
+    pub registered_time: f64,
+    /// Seconds since the epoch when it disconnected; 0 while connected.
+    pub disconnected_time: f64,
+    /// Non-retired tasks by task id (terminal ones stay until acknowledged).
+    pub tasks: HashMap<String, TaskEntry>,
+    /// Retired tasks, newest last, at most `COMPLETED_TASKS_PER_FRAMEWORK`.
+    pub completed: VecDeque<TaskEntry>,
+    /// Sum of resources of its non-terminal tasks.
+    pub used: Resources,
+}
+
+impl FrameworkEntry {
+    pub fn id(&self) -> &str {
+        self.info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+    }
+
+    pub fn is_partition_aware(&self) -> bool {
+        self.has_capability(pb::framework_info::capability::Type::PartitionAware)
+    }
+
+    pub fn has_capability(&self, cap: pb::framework_info::capability::Type) -> bool {
+        self.info
+            .capabilities
+            .iter()
+            .any(|c| c.r#type == cap as i32)
+    }
+}
+
+/// An agent connection.
+pub(crate) struct AgentConnection {
+    pub sender: AgentSender,
+    pub epoch: u64,
+}
+
+pub(crate) struct AgentEntry {
+    /// Always has `id` set.
+    pub info: pb::AgentInfo,
+    pub total: Resources,
+    /// Sum of resources of its non-terminal tasks.
+    pub used: Resources,
+    pub connection: Option<AgentConnection>,
+    /// False once the ping timeout passed; unreachable agents get no offers and their
+    /// tasks were reported UNREACHABLE (or LOST).
+    pub reachable: bool,
+    /// Known from the registry but not yet re-registered since this master started:
+    /// not pinged; unreachable if still so at the re-registration deadline.
+    pub awaiting_reregistration: bool,
+    /// Pings sent since the last pong.
+    pub missed_pings: u32,
+    pub registered_time: f64,
+    /// (framework id, task id) of every task the master knows on this agent.
+    pub tasks: HashSet<(String, String)>,
+}
+
+impl AgentEntry {
+    pub fn id(&self) -> &str {
+        self.info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+    }
+
+    /// Resources neither used nor offered.
+    pub fn available(&self, offers: &OfferBook) -> Resources {
+        let mut free = self.total.clone();
+        free.sub_saturating(&self.used);
+        if let Some(offered) = offers.offered_on_agent(self.id()) {
+            free.sub_saturating(offered);
+        }
+        free
+    }
+}
+
+/// The state the core owns.
+pub(crate) struct MasterCore {
+    pub logger: Logger,
+    pub timings: CoreTimings,
+    pub master_info: pb::MasterInfo,
+    pub registry: Arc<dyn Registry>,
+    pub metrics: Arc<MasterMetrics>,
+    pub frameworks: HashMap<String, FrameworkEntry>,
+    /// Ids of removed frameworks, oldest first, bounded.
+    pub completed_frameworks: VecDeque<String>,
+    pub agents: HashMap<String, AgentEntry>,
+    /// Agents marked gone by an operator: never admitted again.
+    pub gone_agents: HashSet<String>,
+    pub offers: OfferBook,
+    /// Sum of the totals of reachable agents, for shares.
+    pub cluster_total: Resources,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    /// Next agent connection epoch.
+    agent_epoch: u64,
+    /// Next agent id sequence number.
+    agent_seq: u64,
+    ping_seq: u64,
+    /// Registry writes queued by code that could not await them; applied after the
+    /// current batch.
+    pub deferred_registry_ops: Vec<RegistryOp>,
+    /// Something changed that can produce offers.
+    pub allocation_needed: bool,
+    /// Something changed that readers should see.
+    pub view_dirty: bool,
+    pub view: watch::Sender<Arc<pb::ClusterState>>,
+    pub operator_events: broadcast::Sender<pb::OperatorEvent>,
+}
+
+impl MasterCore {
+    pub(crate) fn new(
+        logger: Logger,
+        timings: CoreTimings,
+        master_info: pb::MasterInfo,
+        registry: Arc<dyn Registry>,
+        metrics: Arc<MasterMetrics>,
+        view: watch::Sender<Arc<pb::ClusterState>>,
+        operator_events: broadcast::Sender<pb::OperatorEvent>,
+    ) -> Self {
+        Self {
+            logger,
+            timings,
+            master_info,
+            registry,
+            metrics,
+            frameworks: HashMap::new(),
+            completed_frameworks: VecDeque::new(),
+            agents: HashMap::new(),
+            gone_agents: HashSet::new(),
+            offers: OfferBook::new(),
+            cluster_total: Resources::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            agent_epoch: 0,
+            agent_seq: 0,
+            ping_seq: 0,
+            deferred_registry_ops: Vec::new(),
+            allocation_needed: false,
+            view_dirty: true,
+            view,
+            operator_events,
+        }
+    }
+
+    /// Runs until `shutdown` resolves or every command sender is gone.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.recover().await;
+        let mut ping = tokio::time::interval(self.timings.agent_ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.timings.framework_heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick of an interval fires at once; skip it.
+        ping.tick().await;
+        heartbeat.tick().await;
+        loop {
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.handle(command).await;
+                    for _ in 1..BATCH {
+                        match commands.try_recv() {
+                            Ok(command) => self.handle(command).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ping.tick() => self.ping_agents().await,
+                _ = heartbeat.tick() => self.heartbeat_frameworks(),
+                _ = sleep_until_opt(next_timer) => self.fire_timers().await,
+                _ = shutdown.changed() => break,
+            }
+            if !self.deferred_registry_ops.is_empty() {
+                self.flush_deferred_registry_ops().await;
+            }
+            if self.allocation_needed {
+                self.allocation_needed = false;
+                self.allocate();
+            }
+            if self.view_dirty {
+                self.view_dirty = false;
+                self.publish_view();
+            }
+        }
+        info!(self.logger, "master core stopped");
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { request, reply } => {
+                let result = self.subscribe(request).await;
+                let _ = reply.send(result);
+            }
+            Command::Call { call, reply } => {
+                let result = self.call(call).await;
+                let _ = reply.send(result);
+            }
+            Command::FrameworkStreamClosed {
+                framework_id,
+                stream_id,
+            } => self.framework_stream_closed(&framework_id, &stream_id).await,
+            Command::AgentAttach {
+                first,
+                sender,
+                reply,
+            } => {
+                let result = self.agent_attach(first, sender).await;
+                let _ = reply.send(result);
+            }
+            Command::AgentMessage { session, message } => {
+                self.agent_message(session, message).await
+            }
+            Command::AgentStreamClosed { session } => self.agent_stream_closed(&session),
+        }
+    }
+
+    /// Routes a framework call after checking that the caller is the live subscription.
+    async fn call(&mut self, call: pb::Call) -> Result<(), Status> {
+        let framework_id = call
+            .framework_id
+            .as_ref()
+            .map(|f| f.value.clone())
+            .unwrap_or_default();
+        let subscribed = self.frameworks.get(&framework_id).is_some_and(|f| {
+            f.connection
+                .as_ref()
+                .is_some_and(|c| c.stream_id == call.stream_id)
+        });
+        if !subscribed {
+            self.metrics.invalid_calls.inc();
+            return Err(Status::permission_denied(format!(
+                "framework '{framework_id}' has no live subscription with stream id '{}': \
+                 SUBSCRIBE first and echo the framework id and stream id from SUBSCRIBED",
+                call.stream_id
+            )));
+        }
+        let Some(kind) = call.call else {
+            self.metrics.invalid_calls.inc();
+            return Err(Status::invalid_argument("the call names no operation"));
+        };
+        self.metrics.calls.inc();
+        use pb::call::Call as C;
+        match kind {
+            C::Teardown(_) => self.teardown(&framework_id).await,
+            C::Accept(accept) => self.accept(&framework_id, accept),
+            C::Decline(decline) => self.decline(&framework_id, decline),
+            C::Revive(revive) => self.revive(&framework_id, &revive.roles),
+            C::Suppress(suppress) => self.suppress(&framework_id, &suppress.roles),
+            C::Kill(kill) => self.kill(&framework_id, kill),
+            C::Acknowledge(ack) => self.acknowledge(&framework_id, ack),
+            C::Reconcile(reconcile) => self.reconcile(&framework_id, reconcile),
+            C::Message(message) => self.framework_message(&framework_id, message),
+        }
+    }
+
+    /// Schedules `timer` at `at`.
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            match timer {
+                Timer::FrameworkFailover {
+                    framework_id,
+                    epoch,
+                } => self.failover_timeout_expired(&framework_id, epoch).await,
+                Timer::FilterExpired => self.allocation_needed = true,
+                Timer::AgentReregisterDeadline => self.reregister_deadline_passed().await,
+            }
+        }
+    }
+
+    /// Sends an event to a framework if it is connected. A full queue disconnects it:
+    /// it will re-subscribe and reconcile.
+    pub(crate) fn send_event(&mut self, framework_id: &str, event: pb::event::Event) {
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let Some(conn) = &fw.connection else { return };
+        let event = pb::Event { event: Some(event) };
+        if let Err(e) = conn.sender.try_send(Ok(event)) {
+            warn!(self.logger, "framework event queue unusable; disconnecting it";
+                "framework_id" => framework_id, "error" => %e);
+            let stream_id = conn.stream_id.clone();
+            // Handled as if the client had gone away.
+            self.framework_disconnected_now(framework_id, &stream_id);
+        }
+    }
+
+    /// Sends a message to an agent if it is connected.
+    pub(crate) fn send_to_agent(&mut self, agent_id: &str, message: pb::master_message::Message) -> bool {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return false;
+        };
+        let Some(conn) = &agent.connection else {
+            return false;
+        };
+        let message = pb::MasterMessage {
+            message: Some(message),
+        };
+        match conn.sender.try_send(Ok(message)) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(self.logger, "agent queue unusable; dropping its connection";
+                    "agent_id" => agent_id, "error" => %e);
+                agent.connection = None;
+                false
+            }
+        }
+    }
+
+    fn heartbeat_frameworks(&mut self) {
+        let ids: Vec<String> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| f.connection.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.send_event(&id, pb::event::Event::Heartbeat(pb::event::Heartbeat {}));
+        }
+    }
+
+    /// Remembers a removed framework id (bounded).
+    fn remember_completed_framework(&mut self, framework_id: &str) {
+        self.completed_frameworks.push_back(framework_id.to_string());
+        while self.completed_frameworks.len() > COMPLETED_FRAMEWORKS {
+            self.completed_frameworks.pop_front();
+        }
+    }
+
+    pub(crate) fn is_completed_framework(&self, framework_id: &str) -> bool {
+        self.completed_frameworks.iter().any(|f| f == framework_id)
+    }
+
+    /// Recomputes the cluster total over reachable agents.
+    pub(crate) fn recompute_cluster_total(&mut self) {
+        let mut total = Resources::new();
+        for agent in self.agents.values().filter(|a| a.reachable) {
+            total.add(&agent.total);
+        }
+        self.cluster_total = total;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A status the master itself generates (no uuid: it needs no acknowledgement).
+pub(crate) fn master_status(
+    task_id: &str,
+    agent_id: &str,
+    state: pb::TaskState,
+    reason: pb::task_status::Reason,
+    message: impl Into<String>,
+) -> pb::TaskStatus {
+    pb::TaskStatus {
+        task_id: Some(pb::TaskId {
+            value: task_id.to_string(),
+        }),
+        state: state as i32,
+        message: message.into(),
+        source: pb::task_status::Source::Master as i32,
+        reason: reason as i32,
+        agent_id: if agent_id.is_empty() {
+            None
+        } else {
+            Some(pb::AgentId {
+                value: agent_id.to_string(),
+            })
+        },
+        timestamp: agora_core::time::now_secs(),
+        ..Default::default()
+    }
+}

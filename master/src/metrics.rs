@@ -1,0 +1,104 @@
+//! The master's Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use agora_proto as pb;
+
+/// Counters are bumped by the core as things happen; gauges are set from each
+/// published snapshot.
+pub struct MasterMetrics {
+    /// Owns every metric below; immutable after construction.
+    registry: Registry,
+    pub calls: Counter,
+    pub invalid_calls: Counter,
+    pub invalid_agent_messages: Counter,
+    pub status_updates: Counter,
+    pub tasks_launched: Counter,
+    pub agents_marked_unreachable: Counter,
+    pub allocation_runs: Counter,
+    pub offers_sent: Counter,
+    pub allocation_seconds: Histogram,
+    agents: Family<Vec<(String, String)>, Gauge>,
+    frameworks: Family<Vec<(String, String)>, Gauge>,
+    tasks: Family<Vec<(String, String)>, Gauge>,
+    offers_outstanding: Gauge,
+}
+
+impl Default for MasterMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MasterMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agora_master");
+        let m = Self {
+            calls: Counter::default(),
+            invalid_calls: Counter::default(),
+            invalid_agent_messages: Counter::default(),
+            status_updates: Counter::default(),
+            tasks_launched: Counter::default(),
+            agents_marked_unreachable: Counter::default(),
+            allocation_runs: Counter::default(),
+            offers_sent: Counter::default(),
+            allocation_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            agents: Family::default(),
+            frameworks: Family::default(),
+            tasks: Family::default(),
+            offers_outstanding: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("scheduler_calls", "Framework calls accepted", m.calls.clone());
+        registry.register("invalid_calls", "Framework calls or tasks refused as invalid", m.invalid_calls.clone());
+        registry.register("invalid_agent_messages", "Agent messages refused as malformed or unknown", m.invalid_agent_messages.clone());
+        registry.register("status_updates", "Status updates received from agents", m.status_updates.clone());
+        registry.register("tasks_launched", "Tasks sent to agents", m.tasks_launched.clone());
+        registry.register("agents_marked_unreachable", "Agents that timed out", m.agents_marked_unreachable.clone());
+        registry.register("allocation_runs", "Allocation passes", m.allocation_runs.clone());
+        registry.register("offers_sent", "Offers made", m.offers_sent.clone());
+        registry.register("allocation_seconds", "Duration of an allocation pass", m.allocation_seconds.clone());
+        registry.register("agents", "Agents by status", m.agents.clone());
+        registry.register("frameworks", "Frameworks by connection", m.frameworks.clone());
+        registry.register("tasks", "Tasks by state", m.tasks.clone());
+        registry.register("offers_outstanding", "Offers not yet answered", m.offers_outstanding.clone());
+        Self { registry, ..m }
+    }
+
+    /// Sets the gauges from a snapshot.
+    pub fn observe(&self, state: &pb::ClusterState, offers_outstanding: usize) {
+        self.agents.clear();
+        for agent in &state.agents {
+            self.agents
+                .get_or_create(&vec![("status".into(), agent.status.clone())])
+                .inc();
+        }
+        self.frameworks.clear();
+        for fw in &state.frameworks {
+            let label = if fw.connected { "connected" } else { "disconnected" };
+            self.frameworks
+                .get_or_create(&vec![("connection".into(), label.into())])
+                .inc();
+        }
+        self.tasks.clear();
+        for task in &state.tasks {
+            let name = agora_core::task_state::short_name(task.state).to_string();
+            self.tasks.get_or_create(&vec![("state".into(), name)]).inc();
+        }
+        self.offers_outstanding.set(offers_outstanding as i64);
+    }
+
+    /// The Prometheus (OpenMetrics) text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
