@@ -117,12 +117,28 @@ mod tests {
         let a2 = r("cpus:4;mem:4096");
         let total = r("cpus:8;mem:8192");
         let agents = [
-            AgentSlot { agent_id: "a1", available: &a1 },
-            AgentSlot { agent_id: "a2", available: &a2 },
+            AgentSlot {
+                agent_id: "a1",
+                available: &a1,
+            },
+            AgentSlot {
+                agent_id: "a2",
+                available: &a2,
+            },
         ];
         let mut fws = [
-            FrameworkSlot { framework_id: "f1", role: "*", allocated: r("cpus:2"), active: true },
-            FrameworkSlot { framework_id: "f2", role: "*", allocated: Resources::new(), active: true },
+            FrameworkSlot {
+                framework_id: "f1",
+                role: "*",
+                allocated: r("cpus:2"),
+                active: true,
+            },
+            FrameworkSlot {
+                framework_id: "f2",
+                role: "*",
+                allocated: Resources::new(),
+                active: true,
+            },
         ];
         let grants = allocate(&total, &agents, &mut fws, |_, _| false);
         // f2 (share 0) takes a1; then f1 (0.25) is below f2 (0.5) and takes a2.
@@ -137,12 +153,28 @@ mod tests {
         let big = r("cpus:1;mem:64");
         let total = r("cpus:2;mem:128");
         let agents = [
-            AgentSlot { agent_id: "tiny", available: &tiny },
-            AgentSlot { agent_id: "big", available: &big },
+            AgentSlot {
+                agent_id: "tiny",
+                available: &tiny,
+            },
+            AgentSlot {
+                agent_id: "big",
+                available: &big,
+            },
         ];
         let mut fws = [
-            FrameworkSlot { framework_id: "f1", role: "*", allocated: Resources::new(), active: false },
-            FrameworkSlot { framework_id: "f2", role: "*", allocated: Resources::new(), active: true },
+            FrameworkSlot {
+                framework_id: "f1",
+                role: "*",
+                allocated: Resources::new(),
+                active: false,
+            },
+            FrameworkSlot {
+                framework_id: "f2",
+                role: "*",
+                allocated: Resources::new(),
+                active: true,
+            },
         ];
         assert!(allocate(&total, &agents, &mut fws, |f, a| f == "f2" && a == "big").is_empty());
     }

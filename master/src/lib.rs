@@ -93,7 +93,10 @@ pub struct MasterHandle {
 
 impl Master {
     /// Opens the registry in `config.data_dir` and serves on `listener`.
-    pub async fn start(config: MasterConfig, listener: tokio::net::TcpListener) -> Result<MasterHandle, MasterError> {
+    pub async fn start(
+        config: MasterConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<MasterHandle, MasterError> {
         let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::open(&config.data_dir)?);
         Self::start_with_registry(config, listener, registry).await
     }
@@ -195,7 +198,10 @@ impl MasterHandle {
         // Long-lived streams end when the core drops their senders; a client that
         // keeps a connection open cannot hold the shutdown for long.
         let abort = self.server.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), self.server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.server)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
         info!(self.logger, "master stopped");

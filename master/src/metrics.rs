@@ -54,19 +54,59 @@ impl MasterMetrics {
             offers_outstanding: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("scheduler_calls", "Framework calls accepted", m.calls.clone());
-        registry.register("invalid_calls", "Framework calls or tasks refused as invalid", m.invalid_calls.clone());
-        registry.register("invalid_agent_messages", "Agent messages refused as malformed or unknown", m.invalid_agent_messages.clone());
-        registry.register("status_updates", "Status updates received from agents", m.status_updates.clone());
-        registry.register("tasks_launched", "Tasks sent to agents", m.tasks_launched.clone());
-        registry.register("agents_marked_unreachable", "Agents that timed out", m.agents_marked_unreachable.clone());
-        registry.register("allocation_runs", "Allocation passes", m.allocation_runs.clone());
+        registry.register(
+            "scheduler_calls",
+            "Framework calls accepted",
+            m.calls.clone(),
+        );
+        registry.register(
+            "invalid_calls",
+            "Framework calls or tasks refused as invalid",
+            m.invalid_calls.clone(),
+        );
+        registry.register(
+            "invalid_agent_messages",
+            "Agent messages refused as malformed or unknown",
+            m.invalid_agent_messages.clone(),
+        );
+        registry.register(
+            "status_updates",
+            "Status updates received from agents",
+            m.status_updates.clone(),
+        );
+        registry.register(
+            "tasks_launched",
+            "Tasks sent to agents",
+            m.tasks_launched.clone(),
+        );
+        registry.register(
+            "agents_marked_unreachable",
+            "Agents that timed out",
+            m.agents_marked_unreachable.clone(),
+        );
+        registry.register(
+            "allocation_runs",
+            "Allocation passes",
+            m.allocation_runs.clone(),
+        );
         registry.register("offers_sent", "Offers made", m.offers_sent.clone());
-        registry.register("allocation_seconds", "Duration of an allocation pass", m.allocation_seconds.clone());
+        registry.register(
+            "allocation_seconds",
+            "Duration of an allocation pass",
+            m.allocation_seconds.clone(),
+        );
         registry.register("agents", "Agents by status", m.agents.clone());
-        registry.register("frameworks", "Frameworks by connection", m.frameworks.clone());
+        registry.register(
+            "frameworks",
+            "Frameworks by connection",
+            m.frameworks.clone(),
+        );
         registry.register("tasks", "Tasks by state", m.tasks.clone());
-        registry.register("offers_outstanding", "Offers not yet answered", m.offers_outstanding.clone());
+        registry.register(
+            "offers_outstanding",
+            "Offers not yet answered",
+            m.offers_outstanding.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -80,7 +120,11 @@ impl MasterMetrics {
         }
         self.frameworks.clear();
         for fw in &state.frameworks {
-            let label = if fw.connected { "connected" } else { "disconnected" };
+            let label = if fw.connected {
+                "connected"
+            } else {
+                "disconnected"
+            };
             self.frameworks
                 .get_or_create(&vec![("connection".into(), label.into())])
                 .inc();
@@ -88,7 +132,9 @@ impl MasterMetrics {
         self.tasks.clear();
         for task in &state.tasks {
             let name = agora_core::task_state::short_name(task.state).to_string();
-            self.tasks.get_or_create(&vec![("state".into(), name)]).inc();
+            self.tasks
+                .get_or_create(&vec![("state".into(), name)])
+                .inc();
         }
         self.offers_outstanding.set(offers_outstanding as i64);
     }

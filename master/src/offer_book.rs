@@ -46,7 +46,13 @@ impl OfferBook {
     }
 
     /// Records a new offer and returns it.
-    pub fn issue(&mut self, framework_id: &str, agent_id: &str, role: &str, resources: Resources) -> OutstandingOffer {
+    pub fn issue(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &str,
+        resources: Resources,
+    ) -> OutstandingOffer {
         self.next += 1;
         let offer_id = format!("{}-O{}", self.prefix, self.next);
         self.by_framework

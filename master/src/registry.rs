@@ -19,7 +19,8 @@ use agora_proto as pb;
 use prost::Message;
 
 /// A boxed future, so `Registry` can be used as a trait object.
-pub type RegistryFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RegistryError>> + Send + 'a>>;
+pub type RegistryFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, RegistryError>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -82,12 +83,26 @@ pub struct RegistryState {
 pub enum RegistryOp {
     /// Admits (or re-admits, updating its info) an agent.
     AdmitAgent(pb::AgentInfo),
-    MarkAgentUnreachable { agent_id: String, time: f64 },
-    MarkAgentGone { agent_id: String, time: f64 },
+    MarkAgentUnreachable {
+        agent_id: String,
+        time: f64,
+    },
+    MarkAgentGone {
+        agent_id: String,
+        time: f64,
+    },
     /// Adds a framework or replaces its info; clears its disconnected time.
-    PutFramework { info: pb::FrameworkInfo, time: f64 },
-    FrameworkDisconnected { framework_id: String, time: f64 },
-    RemoveFramework { framework_id: String },
+    PutFramework {
+        info: pb::FrameworkInfo,
+        time: f64,
+    },
+    FrameworkDisconnected {
+        framework_id: String,
+        time: f64,
+    },
+    RemoveFramework {
+        framework_id: String,
+    },
 }
 
 fn agent_id_of(info: &pb::AgentInfo) -> &str {
@@ -310,7 +325,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("agora-registry-{name}-{}", uuid::Uuid::new_v4()));
+        let dir =
+            std::env::temp_dir().join(format!("agora-registry-{name}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -319,7 +335,9 @@ mod tests {
     async fn survives_reopen() {
         let dir = temp_dir("reopen");
         let reg = LocalRegistry::open(&dir).unwrap();
-        reg.apply(RegistryOp::AdmitAgent(agent("a1"))).await.unwrap();
+        reg.apply(RegistryOp::AdmitAgent(agent("a1")))
+            .await
+            .unwrap();
         reg.apply(RegistryOp::MarkAgentUnreachable {
             agent_id: "a1".into(),
             time: 5.0,
@@ -338,7 +356,9 @@ mod tests {
     async fn refuses_corrupt_or_truncated_file() {
         let dir = temp_dir("corrupt");
         let reg = LocalRegistry::open(&dir).unwrap();
-        reg.apply(RegistryOp::AdmitAgent(agent("a1"))).await.unwrap();
+        reg.apply(RegistryOp::AdmitAgent(agent("a1")))
+            .await
+            .unwrap();
         drop(reg);
         let path = dir.join("registry.bin");
         let mut bytes = std::fs::read(&path).unwrap();

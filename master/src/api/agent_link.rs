@@ -28,12 +28,21 @@ impl pb::agent_link_server::AgentLink for AgentLinkApi {
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(first))) => first,
-            Ok(Ok(None)) => return Err(Status::invalid_argument("the stream ended before `register`")),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument(
+                    "the stream ended before `register`",
+                ));
+            }
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no `register` within 30 s")),
         };
         let (sender, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-        let session = ask(&self.commands, |reply| Command::AgentAttach { first, sender, reply }).await?;
+        let session = ask(&self.commands, |reply| Command::AgentAttach {
+            first,
+            sender,
+            reply,
+        })
+        .await?;
         let commands = self.commands.clone();
         tokio::spawn(async move {
             // Malformed frames end the stream with an error; the agent reconnects.

@@ -31,11 +31,17 @@ pub(crate) fn health(state: &pb::ClusterState) -> pb::Health {
 impl pb::operator_server::Operator for OperatorApi {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::OperatorEvent, Status>> + Send>>;
 
-    async fn get_state(&self, _: Request<pb::GetStateRequest>) -> Result<Response<pb::ClusterState>, Status> {
+    async fn get_state(
+        &self,
+        _: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::ClusterState>, Status> {
         Ok(Response::new((*self.state()).clone()))
     }
 
-    async fn get_agents(&self, _: Request<pb::GetAgentsRequest>) -> Result<Response<pb::GetAgentsResponse>, Status> {
+    async fn get_agents(
+        &self,
+        _: Request<pb::GetAgentsRequest>,
+    ) -> Result<Response<pb::GetAgentsResponse>, Status> {
         Ok(Response::new(pb::GetAgentsResponse {
             agents: self.state().agents.clone(),
         }))
@@ -50,7 +56,10 @@ impl pb::operator_server::Operator for OperatorApi {
         }))
     }
 
-    async fn get_tasks(&self, _: Request<pb::GetTasksRequest>) -> Result<Response<pb::GetTasksResponse>, Status> {
+    async fn get_tasks(
+        &self,
+        _: Request<pb::GetTasksRequest>,
+    ) -> Result<Response<pb::GetTasksResponse>, Status> {
         let state = self.state();
         Ok(Response::new(pb::GetTasksResponse {
             tasks: state.tasks.clone(),
@@ -58,7 +67,10 @@ impl pb::operator_server::Operator for OperatorApi {
         }))
     }
 
-    async fn get_health(&self, _: Request<pb::GetHealthRequest>) -> Result<Response<pb::Health>, Status> {
+    async fn get_health(
+        &self,
+        _: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::Health>, Status> {
         Ok(Response::new(health(&self.state())))
     }
 
@@ -72,20 +84,31 @@ impl pb::operator_server::Operator for OperatorApi {
             event: Some(pb::operator_event::Event::Snapshot((*self.state()).clone())),
         };
         let events = tokio_stream::wrappers::BroadcastStream::new(receiver).map(|item| {
-            item.map_err(|_| Status::data_loss("this subscriber fell behind the master's events; subscribe again"))
+            item.map_err(|_| {
+                Status::data_loss(
+                    "this subscriber fell behind the master's events; subscribe again",
+                )
+            })
         });
         let stream = tokio_stream::once(Ok(snapshot)).chain(events);
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn drain_agent(&self, _: Request<pb::DrainAgentRequest>) -> Result<Response<pb::OperatorResponse>, Status> {
-        Err(Status::unimplemented("draining agents is not supported by this master yet"))
+    async fn drain_agent(
+        &self,
+        _: Request<pb::DrainAgentRequest>,
+    ) -> Result<Response<pb::OperatorResponse>, Status> {
+        Err(Status::unimplemented(
+            "draining agents is not supported by this master yet",
+        ))
     }
 
     async fn reactivate_agent(
         &self,
         _: Request<pb::ReactivateAgentRequest>,
     ) -> Result<Response<pb::OperatorResponse>, Status> {
-        Err(Status::unimplemented("draining agents is not supported by this master yet"))
+        Err(Status::unimplemented(
+            "draining agents is not supported by this master yet",
+        ))
     }
 }

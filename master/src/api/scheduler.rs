@@ -51,7 +51,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let request = request.into_inner();
-        let reply = ask(&self.commands, |reply| Command::Subscribe { request, reply }).await?;
+        let reply = ask(&self.commands, |reply| Command::Subscribe {
+            request,
+            reply,
+        })
+        .await?;
         Ok(Response::new(SubscriptionStream {
             inner: ReceiverStream::new(reply.events),
             commands: self.commands.clone(),

@@ -19,10 +19,24 @@ use super::frameworks::refuse_duration;
 use super::{MasterCore, TaskEntry, master_status};
 
 impl MasterCore {
-    pub(super) fn accept(&mut self, framework_id: &str, accept: pb::call::Accept) -> Result<(), Status> {
+    pub(super) fn accept(
+        &mut self,
+        framework_id: &str,
+        accept: pb::call::Accept,
+    ) -> Result<(), Status> {
         let invalid = |e: limits::LimitError| Status::invalid_argument(e.to_string());
-        limits::count("accept.offer_ids", accept.offer_ids.len(), limits::MAX_OFFER_IDS).map_err(invalid)?;
-        limits::count("accept.operations", accept.operations.len(), limits::MAX_OPERATIONS).map_err(invalid)?;
+        limits::count(
+            "accept.offer_ids",
+            accept.offer_ids.len(),
+            limits::MAX_OFFER_IDS,
+        )
+        .map_err(invalid)?;
+        limits::count(
+            "accept.operations",
+            accept.operations.len(),
+            limits::MAX_OPERATIONS,
+        )
+        .map_err(invalid)?;
         if accept.offer_ids.is_empty() {
             return Err(Status::invalid_argument("accept.offer_ids is empty"));
         }
@@ -31,14 +45,26 @@ impl MasterCore {
             use pb::operation::Operation as Op;
             match &operation.operation {
                 Some(Op::Launch(launch)) => {
-                    limits::count("launch.task_infos", launch.task_infos.len(), limits::MAX_TASKS_PER_LAUNCH)
-                        .map_err(invalid)?;
+                    limits::count(
+                        "launch.task_infos",
+                        launch.task_infos.len(),
+                        limits::MAX_TASKS_PER_LAUNCH,
+                    )
+                    .map_err(invalid)?;
                     tasks.extend(launch.task_infos.iter().cloned().map(|t| (t, false)));
                 }
                 Some(Op::LaunchGroup(group)) => {
-                    let group_tasks = group.task_group.as_ref().map(|g| g.tasks.as_slice()).unwrap_or_default();
-                    limits::count("launch_group.task_group.tasks", group_tasks.len(), limits::MAX_TASK_GROUP)
-                        .map_err(invalid)?;
+                    let group_tasks = group
+                        .task_group
+                        .as_ref()
+                        .map(|g| g.tasks.as_slice())
+                        .unwrap_or_default();
+                    limits::count(
+                        "launch_group.task_group.tasks",
+                        group_tasks.len(),
+                        limits::MAX_TASK_GROUP,
+                    )
+                    .map_err(invalid)?;
                     tasks.extend(group_tasks.iter().cloned().map(|t| (t, true)));
                 }
                 Some(Op::Reserve(_)) | Some(Op::Unreserve(_)) => {
@@ -46,7 +72,11 @@ impl MasterCore {
                         "RESERVE and UNRESERVE are not supported by this master yet; the offers remain yours",
                     ));
                 }
-                None => return Err(Status::invalid_argument("accept.operations has an empty operation")),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "accept.operations has an empty operation",
+                    ));
+                }
             }
         }
 
@@ -74,7 +104,12 @@ impl MasterCore {
             for (task, _) in tasks {
                 let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
                 let status = master_status(&task_id, "", state, Reason::InvalidOffers, &problem);
-                self.send_event(framework_id, pb::event::Event::Update(pb::event::Update { status: Some(status) }));
+                self.send_event(
+                    framework_id,
+                    pb::event::Event::Update(pb::event::Update {
+                        status: Some(status),
+                    }),
+                );
             }
             self.allocation_needed = true;
             return Ok(());
@@ -122,7 +157,9 @@ impl MasterCore {
                 return Err(format!("offer '{id}' is listed twice"));
             }
             let Some(offer) = self.offers.get(id) else {
-                return Err(format!("offer '{id}' is no longer valid (unknown, already used, declined or rescinded)"));
+                return Err(format!(
+                    "offer '{id}' is no longer valid (unknown, already used, declined or rescinded)"
+                ));
             };
             if offer.framework_id != framework_id {
                 return Err(format!("offer '{id}' was not made to this framework"));
@@ -156,9 +193,19 @@ impl MasterCore {
         remaining: &mut Resources,
         launched: &mut HashSet<String>,
     ) {
-        let task_id = task.task_id.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+        let task_id = task
+            .task_id
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
         if let Err(e) = limits::task_info(&task) {
-            self.task_error(framework_id, &task_id, agent_id, Reason::TaskInvalid, e.to_string());
+            self.task_error(
+                framework_id,
+                &task_id,
+                agent_id,
+                Reason::TaskInvalid,
+                e.to_string(),
+            );
             return;
         }
         let existing = self
@@ -191,12 +238,24 @@ impl MasterCore {
         }
         let resources = match Resources::from_proto(&task.resources) {
             Ok(r) if r.is_empty() => {
-                self.task_error(framework_id, &task_id, agent_id, Reason::TaskInvalid, "a task must use some resources".into());
+                self.task_error(
+                    framework_id,
+                    &task_id,
+                    agent_id,
+                    Reason::TaskInvalid,
+                    "a task must use some resources".into(),
+                );
                 return;
             }
             Ok(r) => r,
             Err(e) => {
-                self.task_error(framework_id, &task_id, agent_id, Reason::TaskInvalid, format!("task_info.resources: {e}"));
+                self.task_error(
+                    framework_id,
+                    &task_id,
+                    agent_id,
+                    Reason::TaskInvalid,
+                    format!("task_info.resources: {e}"),
+                );
                 return;
             }
         };
@@ -246,15 +305,33 @@ impl MasterCore {
             } else {
                 pb::TaskState::TaskLost
             };
-            let status = master_status(&task_id, agent_id, state, Reason::AgentDisconnected, "the agent disconnected before the launch reached it");
+            let status = master_status(
+                &task_id,
+                agent_id,
+                state,
+                Reason::AgentDisconnected,
+                "the agent disconnected before the launch reached it",
+            );
             self.master_generated_update(framework_id, status);
         }
     }
 
     /// Reports TASK_ERROR for a task that was never launched.
-    fn task_error(&mut self, framework_id: &str, task_id: &str, agent_id: &str, reason: Reason, message: String) {
+    fn task_error(
+        &mut self,
+        framework_id: &str,
+        task_id: &str,
+        agent_id: &str,
+        reason: Reason,
+        message: String,
+    ) {
         self.metrics.invalid_calls.inc();
         let status = master_status(task_id, agent_id, pb::TaskState::TaskError, reason, message);
-        self.send_event(framework_id, pb::event::Event::Update(pb::event::Update { status: Some(status) }));
+        self.send_event(
+            framework_id,
+            pb::event::Event::Update(pb::event::Update {
+                status: Some(status),
+            }),
+        );
     }
 }

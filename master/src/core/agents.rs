@@ -9,7 +9,9 @@ use pb::master_message::Message as ToAgent;
 use slog::{info, warn};
 use tonic::Status;
 
-use super::{AgentConnection, AgentEntry, AgentSender, AgentSession, MasterCore, TaskEntry, master_status};
+use super::{
+    AgentConnection, AgentEntry, AgentSender, AgentSession, MasterCore, TaskEntry, master_status,
+};
 use crate::registry::RegistryOp;
 
 impl MasterCore {
@@ -20,7 +22,9 @@ impl MasterCore {
     ) -> Result<AgentSession, Status> {
         let result = match first.message {
             Some(FromAgent::Register(register)) => self.register_agent(register, sender).await,
-            Some(FromAgent::Reregister(reregister)) => self.reregister_agent(reregister, sender).await,
+            Some(FromAgent::Reregister(reregister)) => {
+                self.reregister_agent(reregister, sender).await
+            }
             _ => Err(Status::invalid_argument(
                 "the first message on an agent stream must be `register` or `reregister`",
             )),
@@ -31,7 +35,9 @@ impl MasterCore {
         result
     }
 
-    fn validated_agent_info(info: Option<pb::AgentInfo>) -> Result<(pb::AgentInfo, Resources), Status> {
+    fn validated_agent_info(
+        info: Option<pb::AgentInfo>,
+    ) -> Result<(pb::AgentInfo, Resources), Status> {
         let info = info.ok_or_else(|| Status::invalid_argument("agent_info is required"))?;
         limits::agent_info(&info).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let total = Resources::from_proto(&info.resources)
@@ -75,9 +81,13 @@ impl MasterCore {
             .as_ref()
             .map(|i| i.value.clone())
             .ok_or_else(|| Status::invalid_argument("reregister needs agent_info.id"))?;
-        limits::count("reregister.tasks", reregister.tasks.len(), limits::MAX_REREGISTER_TASKS)
-            .and_then(|_| limits::count("reregister.frameworks", reregister.frameworks.len(), 10_000))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        limits::count(
+            "reregister.tasks",
+            reregister.tasks.len(),
+            limits::MAX_REREGISTER_TASKS,
+        )
+        .and_then(|_| limits::count("reregister.frameworks", reregister.frameworks.len(), 10_000))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if self.gone_agents.contains(&agent_id) {
             return Err(Status::permission_denied(format!(
                 "agent '{agent_id}' was marked gone and cannot come back; register as a new agent"
@@ -99,11 +109,18 @@ impl MasterCore {
                 continue;
             };
             let Some(task) = report.task else { continue };
-            let task_id = task.task_id.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+            let task_id = task
+                .task_id
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default();
             if limits::id("task_id", Some(&task_id)).is_err()
                 || limits::id("framework_id", Some(&framework_id)).is_err()
             {
-                self.agent_error(&agent_id, format!("re-registered task '{task_id}' has an invalid id"));
+                self.agent_error(
+                    &agent_id,
+                    format!("re-registered task '{task_id}' has an invalid id"),
+                );
                 continue;
             }
             if self.is_completed_framework(&framework_id) {
@@ -114,7 +131,9 @@ impl MasterCore {
                 let info = reregister
                     .frameworks
                     .iter()
-                    .find(|f| f.id.as_ref().map(|i| i.value.as_str()) == Some(framework_id.as_str()))
+                    .find(|f| {
+                        f.id.as_ref().map(|i| i.value.as_str()) == Some(framework_id.as_str())
+                    })
                     .cloned();
                 self.recover_framework_from_agent(&framework_id, info);
             }
@@ -143,7 +162,9 @@ impl MasterCore {
             self.send_to_agent(
                 &agent_id,
                 ToAgent::ShutdownFramework(pb::master_message::ShutdownFramework {
-                    framework_id: Some(pb::FrameworkId { value: framework_id }),
+                    framework_id: Some(pb::FrameworkId {
+                        value: framework_id,
+                    }),
                 }),
             );
         }
@@ -176,23 +197,35 @@ impl MasterCore {
     }
 
     /// Installs a connection for an agent (new or returning) and greets it.
-    fn connect_agent(&mut self, info: pb::AgentInfo, total: Resources, sender: AgentSender) -> AgentSession {
-        let agent_id = info.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+    fn connect_agent(
+        &mut self,
+        info: pb::AgentInfo,
+        total: Resources,
+        sender: AgentSender,
+    ) -> AgentSession {
+        let agent_id = info
+            .id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
         self.agent_epoch += 1;
         let epoch = self.agent_epoch;
         let now = agora_core::time::now_secs();
         let connection = AgentConnection { sender, epoch };
-        let entry = self.agents.entry(agent_id.clone()).or_insert_with(|| AgentEntry {
-            info: info.clone(),
-            total: total.clone(),
-            used: Resources::new(),
-            connection: None,
-            reachable: true,
-            awaiting_reregistration: false,
-            missed_pings: 0,
-            registered_time: now,
-            tasks: HashSet::new(),
-        });
+        let entry = self
+            .agents
+            .entry(agent_id.clone())
+            .or_insert_with(|| AgentEntry {
+                info: info.clone(),
+                total: total.clone(),
+                used: Resources::new(),
+                connection: None,
+                reachable: true,
+                awaiting_reregistration: false,
+                missed_pings: 0,
+                registered_time: now,
+                tasks: HashSet::new(),
+            });
         entry.info = info;
         entry.total = total;
         entry.connection = Some(connection);
@@ -236,7 +269,8 @@ impl MasterCore {
             }
             Some(FromAgent::StatusUpdate(update)) => self.status_update(&agent_id, update),
             Some(FromAgent::ExecutorExited(exited)) => {
-                let Some(framework_id) = exited.framework_id.as_ref().map(|f| f.value.clone()) else {
+                let Some(framework_id) = exited.framework_id.as_ref().map(|f| f.value.clone())
+                else {
                     self.agent_error(&agent_id, "executor_exited needs framework_id".into());
                     return;
                 };
@@ -252,11 +286,16 @@ impl MasterCore {
                 );
             }
             Some(FromAgent::FrameworkMessage(message)) => {
-                let Some(framework_id) = message.framework_id.as_ref().map(|f| f.value.clone()) else {
+                let Some(framework_id) = message.framework_id.as_ref().map(|f| f.value.clone())
+                else {
                     self.agent_error(&agent_id, "framework_message needs framework_id".into());
                     return;
                 };
-                if let Err(e) = limits::bytes("framework_message.data", message.data.len(), limits::MAX_MESSAGE_DATA_BYTES) {
+                if let Err(e) = limits::bytes(
+                    "framework_message.data",
+                    message.data.len(),
+                    limits::MAX_MESSAGE_DATA_BYTES,
+                ) {
                     self.agent_error(&agent_id, e.to_string());
                     return;
                 }
@@ -269,19 +308,21 @@ impl MasterCore {
                     }),
                 );
             }
-            Some(FromAgent::UpdateResources(update)) => match Resources::from_proto(&update.total) {
-                Ok(total) => {
-                    if let Some(agent) = self.agents.get_mut(&agent_id) {
-                        agent.info.resources = update.total;
-                        agent.total = total;
+            Some(FromAgent::UpdateResources(update)) => {
+                match Resources::from_proto(&update.total) {
+                    Ok(total) => {
+                        if let Some(agent) = self.agents.get_mut(&agent_id) {
+                            agent.info.resources = update.total;
+                            agent.total = total;
+                        }
+                        self.recompute_cluster_total();
+                        self.rescind_agent_offers(&agent_id);
+                        self.allocation_needed = true;
+                        self.view_dirty = true;
                     }
-                    self.recompute_cluster_total();
-                    self.rescind_agent_offers(&agent_id);
-                    self.allocation_needed = true;
-                    self.view_dirty = true;
+                    Err(e) => self.agent_error(&agent_id, format!("update_resources: {e}")),
                 }
-                Err(e) => self.agent_error(&agent_id, format!("update_resources: {e}")),
-            },
+            }
             Some(FromAgent::Register(_)) | Some(FromAgent::Reregister(_)) => {
                 self.agent_error(&agent_id, "already registered on this stream".into())
             }
@@ -293,7 +334,10 @@ impl MasterCore {
     pub(crate) fn agent_error(&mut self, agent_id: &str, message: String) {
         warn!(self.logger, "bad message from agent"; "agent_id" => agent_id, "error" => &message);
         self.metrics.invalid_agent_messages.inc();
-        self.send_to_agent(agent_id, ToAgent::Error(pb::master_message::Error { message }));
+        self.send_to_agent(
+            agent_id,
+            ToAgent::Error(pb::master_message::Error { message }),
+        );
     }
 
     pub(super) fn agent_stream_closed(&mut self, session: &AgentSession) {
@@ -381,10 +425,11 @@ impl MasterCore {
         warn!(self.logger, "agent unreachable"; "agent_id" => agent_id, "why" => why, "tasks" => tasks.len());
         self.metrics.agents_marked_unreachable.inc();
         self.rescind_agent_offers(agent_id);
-        self.deferred_registry_ops.push(RegistryOp::MarkAgentUnreachable {
-            agent_id: agent_id.to_string(),
-            time: agora_core::time::now_secs(),
-        });
+        self.deferred_registry_ops
+            .push(RegistryOp::MarkAgentUnreachable {
+                agent_id: agent_id.to_string(),
+                time: agora_core::time::now_secs(),
+            });
         for (framework_id, task_id) in tasks {
             let Some(fw) = self.frameworks.get(&framework_id) else {
                 continue;

@@ -60,9 +60,16 @@ impl MasterCore {
             .collect();
         // Expired filters were pruned above, so any filter left holds.
         let frameworks = &self.frameworks;
-        let grants = allocator::allocate(&self.cluster_total, &slots_agents, &mut slots_frameworks, |f, a| {
-            frameworks.get(f).is_some_and(|fw| fw.filters.contains_key(a))
-        });
+        let grants = allocator::allocate(
+            &self.cluster_total,
+            &slots_agents,
+            &mut slots_frameworks,
+            |f, a| {
+                frameworks
+                    .get(f)
+                    .is_some_and(|fw| fw.filters.contains_key(a))
+            },
+        );
         let grants: Vec<(String, String, String, agora_core::Resources)> = grants
             .into_iter()
             .map(|g| {
@@ -79,23 +86,33 @@ impl MasterCore {
 
         let mut by_framework: BTreeMap<String, Vec<pb::Offer>> = BTreeMap::new();
         for (framework_id, role, agent_id, resources) in grants {
-            let offer = self.offers.issue(&framework_id, &agent_id, &role, resources);
+            let offer = self
+                .offers
+                .issue(&framework_id, &agent_id, &role, resources);
             let agent = &self.agents[&agent_id];
-            by_framework.entry(framework_id.clone()).or_default().push(pb::Offer {
-                id: Some(pb::OfferId {
-                    value: offer.offer_id.clone(),
-                }),
-                framework_id: Some(pb::FrameworkId { value: framework_id }),
-                agent_id: Some(pb::AgentId { value: agent_id }),
-                hostname: agent.info.hostname.clone(),
-                resources: offer.resources.to_proto(),
-                attributes: agent.info.attributes.clone(),
-                role,
-            });
+            by_framework
+                .entry(framework_id.clone())
+                .or_default()
+                .push(pb::Offer {
+                    id: Some(pb::OfferId {
+                        value: offer.offer_id.clone(),
+                    }),
+                    framework_id: Some(pb::FrameworkId {
+                        value: framework_id,
+                    }),
+                    agent_id: Some(pb::AgentId { value: agent_id }),
+                    hostname: agent.info.hostname.clone(),
+                    resources: offer.resources.to_proto(),
+                    attributes: agent.info.attributes.clone(),
+                    role,
+                });
         }
         let offered: usize = by_framework.values().map(Vec::len).sum();
         for (framework_id, offers) in by_framework {
-            self.send_event(&framework_id, pb::event::Event::Offers(pb::event::Offers { offers }));
+            self.send_event(
+                &framework_id,
+                pb::event::Event::Offers(pb::event::Offers { offers }),
+            );
         }
         self.metrics.allocation_runs.inc();
         self.metrics.offers_sent.inc_by(offered as u64);

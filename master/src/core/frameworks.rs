@@ -49,7 +49,9 @@ impl MasterCore {
         let now_wall = agora_core::time::now_secs();
         let mut awaiting_agents = false;
         for registered in state.agents {
-            let Some(info) = registered.info else { continue };
+            let Some(info) = registered.info else {
+                continue;
+            };
             let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
                 continue;
             };
@@ -84,7 +86,9 @@ impl MasterCore {
             self.set_timer(at, Timer::AgentReregisterDeadline);
         }
         for registered in state.frameworks {
-            let Some(info) = registered.info else { continue };
+            let Some(info) = registered.info else {
+                continue;
+            };
             let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
                 continue;
             };
@@ -111,14 +115,21 @@ impl MasterCore {
             "agents" => self.agents.len(), "frameworks" => self.frameworks.len());
     }
 
-    pub(super) async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<SubscribeReply, Status> {
+    pub(super) async fn subscribe(
+        &mut self,
+        request: pb::SubscribeRequest,
+    ) -> Result<SubscribeReply, Status> {
         let Some(mut info) = request.framework_info else {
             self.metrics.invalid_calls.inc();
             return Err(Status::invalid_argument("SUBSCRIBE needs framework_info"));
         };
-        if let Err(e) = limits::framework_info(&info)
-            .and_then(|_| limits::count("suppressed_roles", request.suppressed_roles.len(), limits::MAX_ROLES))
-        {
+        if let Err(e) = limits::framework_info(&info).and_then(|_| {
+            limits::count(
+                "suppressed_roles",
+                request.suppressed_roles.len(),
+                limits::MAX_ROLES,
+            )
+        }) {
             self.metrics.invalid_calls.inc();
             return Err(Status::invalid_argument(e.to_string()));
         }
@@ -135,8 +146,7 @@ impl MasterCore {
                  subscribe without an id to start anew"
             )));
         }
-        let framework_id =
-            requested_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let framework_id = requested_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         info.id = Some(pb::FrameworkId {
             value: framework_id.clone(),
         });
@@ -174,7 +184,9 @@ impl MasterCore {
                 if let Some(old) = existing.connection.take() {
                     let _ = old.sender.try_send(Ok(pb::Event {
                         event: Some(pb::event::Event::Error(pb::event::Error {
-                            message: "framework failed over: a newer subscription replaced this one".into(),
+                            message:
+                                "framework failed over: a newer subscription replaced this one"
+                                    .into(),
                         })),
                     }));
                 }
@@ -237,10 +249,11 @@ impl MasterCore {
                 epoch,
             },
         );
-        self.deferred_registry_ops.push(RegistryOp::FrameworkDisconnected {
-            framework_id: framework_id.to_string(),
-            time: now,
-        });
+        self.deferred_registry_ops
+            .push(RegistryOp::FrameworkDisconnected {
+                framework_id: framework_id.to_string(),
+                time: now,
+            });
         self.allocation_needed = true;
         self.view_dirty = true;
     }
@@ -287,9 +300,11 @@ impl MasterCore {
         for agent_id in agents_with_tasks {
             self.send_to_agent(
                 &agent_id,
-                pb::master_message::Message::ShutdownFramework(pb::master_message::ShutdownFramework {
-                    framework_id: fw.info.id.clone(),
-                }),
+                pb::master_message::Message::ShutdownFramework(
+                    pb::master_message::ShutdownFramework {
+                        framework_id: fw.info.id.clone(),
+                    },
+                ),
             );
         }
         self.remember_completed_framework(framework_id);
@@ -315,9 +330,17 @@ impl MasterCore {
         self.view_dirty = true;
     }
 
-    pub(super) fn decline(&mut self, framework_id: &str, decline: pb::call::Decline) -> Result<(), Status> {
-        limits::count("decline.offer_ids", decline.offer_ids.len(), limits::MAX_OFFER_IDS)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    pub(super) fn decline(
+        &mut self,
+        framework_id: &str,
+        decline: pb::call::Decline,
+    ) -> Result<(), Status> {
+        limits::count(
+            "decline.offer_ids",
+            decline.offer_ids.len(),
+            limits::MAX_OFFER_IDS,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let refuse = refuse_duration(decline.filters.as_ref(), self.timings.default_refuse);
         for offer_id in &decline.offer_ids {
             let owned = self
@@ -384,7 +407,11 @@ pub(super) fn recovered_framework(info: pb::FrameworkInfo, now: f64) -> Framewor
     new_framework_entry(info, now, now)
 }
 
-fn new_framework_entry(info: pb::FrameworkInfo, registered_time: f64, disconnected_time: f64) -> FrameworkEntry {
+fn new_framework_entry(
+    info: pb::FrameworkInfo,
+    registered_time: f64,
+    disconnected_time: f64,
+) -> FrameworkEntry {
     FrameworkEntry {
         role: first_role(&info),
         info,

@@ -94,7 +94,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), Status>>,
     },
     /// The framework's event stream was dropped (the client went away).
-    FrameworkStreamClosed { framework_id: String, stream_id: String },
+    FrameworkStreamClosed {
+        framework_id: String,
+        stream_id: String,
+    },
     /// An agent opened a stream; `first` is its first message.
     AgentAttach {
         first: pb::AgentMessage,
@@ -105,7 +108,9 @@ pub(crate) enum Command {
         session: AgentSession,
         message: pb::AgentMessage,
     },
-    AgentStreamClosed { session: AgentSession },
+    AgentStreamClosed {
+        session: AgentSession,
+    },
 }
 
 /// Identifies one agent connection: a stale stream's messages are ignored.
@@ -182,7 +187,11 @@ pub(crate) struct FrameworkEntry {
 
 impl FrameworkEntry {
     pub fn id(&self) -> &str {
-        self.info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+        self.info
+            .id
+            .as_ref()
+            .map(|i| i.value.as_str())
+            .unwrap_or("")
     }
 
     pub fn is_partition_aware(&self) -> bool {
@@ -225,7 +234,11 @@ pub(crate) struct AgentEntry {
 
 impl AgentEntry {
     pub fn id(&self) -> &str {
-        self.info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+        self.info
+            .id
+            .as_ref()
+            .map(|i| i.value.as_str())
+            .unwrap_or("")
     }
 
     /// Resources neither used nor offered.
@@ -368,7 +381,10 @@ impl MasterCore {
             Command::FrameworkStreamClosed {
                 framework_id,
                 stream_id,
-            } => self.framework_stream_closed(&framework_id, &stream_id).await,
+            } => {
+                self.framework_stream_closed(&framework_id, &stream_id)
+                    .await
+            }
             Command::AgentAttach {
                 first,
                 sender,
@@ -465,7 +481,11 @@ impl MasterCore {
     }
 
     /// Sends a message to an agent if it is connected.
-    pub(crate) fn send_to_agent(&mut self, agent_id: &str, message: pb::master_message::Message) -> bool {
+    pub(crate) fn send_to_agent(
+        &mut self,
+        agent_id: &str,
+        message: pb::master_message::Message,
+    ) -> bool {
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return false;
         };
@@ -500,7 +520,8 @@ impl MasterCore {
 
     /// Remembers a removed framework id (bounded).
     fn remember_completed_framework(&mut self, framework_id: &str) {
-        self.completed_frameworks.push_back(framework_id.to_string());
+        self.completed_frameworks
+            .push_back(framework_id.to_string());
         while self.completed_frameworks.len() > COMPLETED_FRAMEWORKS {
             self.completed_frameworks.pop_front();
         }

@@ -135,12 +135,17 @@ impl MasterCore {
             self.agent_error(agent_id, "status_update needs status".into());
             return;
         };
-        if let Err(e) = limits::id("framework_id", Some(&framework_id)).and_then(|_| limits::task_status(&status)) {
+        if let Err(e) = limits::id("framework_id", Some(&framework_id))
+            .and_then(|_| limits::task_status(&status))
+        {
             self.agent_error(agent_id, format!("status_update: {e}"));
             return;
         }
         if status.uuid.len() != 16 {
-            self.agent_error(agent_id, "status_update: status.uuid must be 16 bytes".into());
+            self.agent_error(
+                agent_id,
+                "status_update: status.uuid must be 16 bytes".into(),
+            );
             return;
         }
         let task_id = status
@@ -199,7 +204,9 @@ impl MasterCore {
             if on_other_agent {
                 self.agent_error(
                     agent_id,
-                    format!("status update for task '{task_id}' which runs on another agent; forwarded"),
+                    format!(
+                        "status update for task '{task_id}' which runs on another agent; forwarded"
+                    ),
                 );
             } else {
                 self.set_task_state(&framework_id, &task_id, latest, Some(status.clone()));
@@ -221,17 +228,28 @@ impl MasterCore {
         );
     }
 
-    pub(super) fn acknowledge(&mut self, framework_id: &str, ack: pb::call::Acknowledge) -> Result<(), Status> {
+    pub(super) fn acknowledge(
+        &mut self,
+        framework_id: &str,
+        ack: pb::call::Acknowledge,
+    ) -> Result<(), Status> {
         let agent_id = ack.agent_id.as_ref().map(|a| a.value.as_str());
         let task_id = ack.task_id.as_ref().map(|t| t.value.as_str());
         limits::id("acknowledge.agent_id", agent_id).map_err(invalid)?;
         limits::id("acknowledge.task_id", task_id).map_err(invalid)?;
         if ack.uuid.len() != 16 {
-            return Err(Status::invalid_argument("acknowledge.uuid must be the 16-byte uuid of the update"));
+            return Err(Status::invalid_argument(
+                "acknowledge.uuid must be the 16-byte uuid of the update",
+            ));
         }
-        let (agent_id, task_id) = (agent_id.unwrap_or_default().to_string(), task_id.unwrap_or_default().to_string());
+        let (agent_id, task_id) = (
+            agent_id.unwrap_or_default().to_string(),
+            task_id.unwrap_or_default().to_string(),
+        );
         if !self.agents.contains_key(&agent_id) {
-            return Err(Status::not_found(format!("agent '{agent_id}' is not known to the master")));
+            return Err(Status::not_found(format!(
+                "agent '{agent_id}' is not known to the master"
+            )));
         }
         self.send_to_agent(
             &agent_id,
@@ -293,17 +311,41 @@ impl MasterCore {
                     pb::TaskState::TaskLost
                 };
                 let agent = kill.agent_id.map(|a| a.value).unwrap_or_default();
-                let status = master_status(&task_id, &agent, state, Reason::TaskUnknown, "kill of a task the master does not know");
-                self.send_event(framework_id, pb::event::Event::Update(pb::event::Update { status: Some(status) }));
+                let status = master_status(
+                    &task_id,
+                    &agent,
+                    state,
+                    Reason::TaskUnknown,
+                    "kill of a task the master does not know",
+                );
+                self.send_event(
+                    framework_id,
+                    pb::event::Event::Update(pb::event::Update {
+                        status: Some(status),
+                    }),
+                );
             }
         }
         Ok(())
     }
 
-    pub(super) fn reconcile(&mut self, framework_id: &str, reconcile: pb::call::Reconcile) -> Result<(), Status> {
-        limits::count("reconcile.tasks", reconcile.tasks.len(), limits::MAX_RECONCILE_TASKS).map_err(invalid)?;
+    pub(super) fn reconcile(
+        &mut self,
+        framework_id: &str,
+        reconcile: pb::call::Reconcile,
+    ) -> Result<(), Status> {
+        limits::count(
+            "reconcile.tasks",
+            reconcile.tasks.len(),
+            limits::MAX_RECONCILE_TASKS,
+        )
+        .map_err(invalid)?;
         for t in &reconcile.tasks {
-            limits::id("reconcile.tasks.task_id", t.task_id.as_ref().map(|t| t.value.as_str())).map_err(invalid)?;
+            limits::id(
+                "reconcile.tasks.task_id",
+                t.task_id.as_ref().map(|t| t.value.as_str()),
+            )
+            .map_err(invalid)?;
         }
         let Some(fw) = self.frameworks.get(framework_id) else {
             return Ok(());
@@ -312,7 +354,13 @@ impl MasterCore {
         let mut statuses = Vec::new();
         let reconciled = |task: &TaskEntry| {
             let mut status = task.latest_status.clone().unwrap_or_else(|| {
-                master_status(&task.info_task_id(), &task.agent_id, task.state, Reason::Reconciliation, "")
+                master_status(
+                    &task.info_task_id(),
+                    &task.agent_id,
+                    task.state,
+                    Reason::Reconciliation,
+                    "",
+                )
             });
             status.state = task.state as i32;
             status.uuid.clear();
@@ -328,36 +376,85 @@ impl MasterCore {
             statuses.extend(fw.tasks.values().map(reconciled));
         } else {
             for wanted in &reconcile.tasks {
-                let task_id = wanted.task_id.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+                let task_id = wanted
+                    .task_id
+                    .as_ref()
+                    .map(|t| t.value.clone())
+                    .unwrap_or_default();
                 if let Some(task) = fw.tasks.get(&task_id) {
                     statuses.push(reconciled(task));
                     continue;
                 }
-                if let Some(task) = fw.completed.iter().rev().find(|t| t.info_task_id() == task_id) {
+                if let Some(task) = fw
+                    .completed
+                    .iter()
+                    .rev()
+                    .find(|t| t.info_task_id() == task_id)
+                {
                     statuses.push(reconciled(task));
                     continue;
                 }
-                let agent_id = wanted.agent_id.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+                let agent_id = wanted
+                    .agent_id
+                    .as_ref()
+                    .map(|a| a.value.clone())
+                    .unwrap_or_default();
                 let (state, why) = match self.agents.get(&agent_id) {
-                    Some(agent) if agent.reachable => (pb::TaskState::TaskGone, "the agent does not run this task"),
-                    Some(_) => (pb::TaskState::TaskUnreachable, "the task's agent is unreachable"),
-                    None => (pb::TaskState::TaskUnknown, "the master knows neither the task nor its agent"),
+                    Some(agent) if agent.reachable => {
+                        (pb::TaskState::TaskGone, "the agent does not run this task")
+                    }
+                    Some(_) => (
+                        pb::TaskState::TaskUnreachable,
+                        "the task's agent is unreachable",
+                    ),
+                    None => (
+                        pb::TaskState::TaskUnknown,
+                        "the master knows neither the task nor its agent",
+                    ),
                 };
-                let state = if partition_aware { state } else { pb::TaskState::TaskLost };
-                statuses.push(master_status(&task_id, &agent_id, state, Reason::Reconciliation, why));
+                let state = if partition_aware {
+                    state
+                } else {
+                    pb::TaskState::TaskLost
+                };
+                statuses.push(master_status(
+                    &task_id,
+                    &agent_id,
+                    state,
+                    Reason::Reconciliation,
+                    why,
+                ));
             }
         }
         for status in statuses {
-            self.send_event(framework_id, pb::event::Event::Update(pb::event::Update { status: Some(status) }));
+            self.send_event(
+                framework_id,
+                pb::event::Event::Update(pb::event::Update {
+                    status: Some(status),
+                }),
+            );
         }
         Ok(())
     }
 
-    pub(super) fn framework_message(&mut self, framework_id: &str, message: pb::call::Message) -> Result<(), Status> {
+    pub(super) fn framework_message(
+        &mut self,
+        framework_id: &str,
+        message: pb::call::Message,
+    ) -> Result<(), Status> {
         let agent_id = message.agent_id.as_ref().map(|a| a.value.clone());
         limits::id("message.agent_id", agent_id.as_deref()).map_err(invalid)?;
-        limits::id("message.executor_id", message.executor_id.as_ref().map(|e| e.value.as_str())).map_err(invalid)?;
-        limits::bytes("message.data", message.data.len(), limits::MAX_MESSAGE_DATA_BYTES).map_err(invalid)?;
+        limits::id(
+            "message.executor_id",
+            message.executor_id.as_ref().map(|e| e.value.as_str()),
+        )
+        .map_err(invalid)?;
+        limits::bytes(
+            "message.data",
+            message.data.len(),
+            limits::MAX_MESSAGE_DATA_BYTES,
+        )
+        .map_err(invalid)?;
         // Messages are unreliable, as in Mesos: dropped when the agent is away.
         self.send_to_agent(
             &agent_id.unwrap_or_default(),
@@ -375,7 +472,11 @@ impl MasterCore {
     /// A framework the master learns of from an agent's re-registration (the master
     /// restarted and lost it, or never knew it): it is disconnected until it
     /// re-subscribes, and its failover timeout runs.
-    pub(crate) fn recover_framework_from_agent(&mut self, framework_id: &str, info: Option<pb::FrameworkInfo>) {
+    pub(crate) fn recover_framework_from_agent(
+        &mut self,
+        framework_id: &str,
+        info: Option<pb::FrameworkInfo>,
+    ) {
         let mut info = info.unwrap_or_else(|| pb::FrameworkInfo {
             name: "(recovered from an agent)".into(),
             ..Default::default()
@@ -394,11 +495,13 @@ impl MasterCore {
         let entry = super::frameworks::recovered_framework(info.clone(), now);
         let epoch = entry.epoch;
         self.frameworks.insert(framework_id.to_string(), entry);
-        self.deferred_registry_ops.push(RegistryOp::PutFramework { info, time: now });
-        self.deferred_registry_ops.push(RegistryOp::FrameworkDisconnected {
-            framework_id: framework_id.to_string(),
-            time: now,
-        });
+        self.deferred_registry_ops
+            .push(RegistryOp::PutFramework { info, time: now });
+        self.deferred_registry_ops
+            .push(RegistryOp::FrameworkDisconnected {
+                framework_id: framework_id.to_string(),
+                time: now,
+            });
         self.set_timer(
             Instant::now() + timeout,
             Timer::FrameworkFailover {

@@ -68,11 +68,22 @@ impl MasterCore {
     }
 
     pub(crate) fn cluster_state(&self) -> pb::ClusterState {
-        let mut agents: Vec<pb::AgentSummary> =
-            self.agents.values().map(|a| self.agent_summary(a)).collect();
-        agents.sort_by(|a, b| a.agent_info.as_ref().map(|i| &i.hostname).cmp(&b.agent_info.as_ref().map(|i| &i.hostname)));
-        let mut frameworks: Vec<pb::FrameworkSummary> =
-            self.frameworks.values().map(|f| self.framework_summary(f)).collect();
+        let mut agents: Vec<pb::AgentSummary> = self
+            .agents
+            .values()
+            .map(|a| self.agent_summary(a))
+            .collect();
+        agents.sort_by(|a, b| {
+            a.agent_info
+                .as_ref()
+                .map(|i| &i.hostname)
+                .cmp(&b.agent_info.as_ref().map(|i| &i.hostname))
+        });
+        let mut frameworks: Vec<pb::FrameworkSummary> = self
+            .frameworks
+            .values()
+            .map(|f| self.framework_summary(f))
+            .collect();
         frameworks.sort_by(|a, b| a.registered_time.total_cmp(&b.registered_time));
         let mut tasks = Vec::new();
         let mut completed_tasks = Vec::new();
@@ -111,9 +122,13 @@ impl MasterCore {
         let event = if added {
             pb::operator_event::Event::TaskAdded(pb::operator_event::TaskAdded { task: summary })
         } else {
-            pb::operator_event::Event::TaskUpdated(pb::operator_event::TaskUpdated { task: summary })
+            pb::operator_event::Event::TaskUpdated(pb::operator_event::TaskUpdated {
+                task: summary,
+            })
         };
-        let _ = self.operator_events.send(pb::OperatorEvent { event: Some(event) });
+        let _ = self
+            .operator_events
+            .send(pb::OperatorEvent { event: Some(event) });
     }
 
     pub(super) fn emit_framework_added(&self, framework_id: &str) {
@@ -137,7 +152,9 @@ impl MasterCore {
         if let Some(agent) = self.agents.get(agent_id) {
             let agent = Some(self.agent_summary(agent));
             let _ = self.operator_events.send(pb::OperatorEvent {
-                event: Some(pb::operator_event::Event::AgentAdded(pb::operator_event::AgentAdded { agent })),
+                event: Some(pb::operator_event::Event::AgentAdded(
+                    pb::operator_event::AgentAdded { agent },
+                )),
             });
         }
     }
