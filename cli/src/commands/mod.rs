@@ -1,0 +1,78 @@
+//! One file per subcommand.
+
+pub mod agent;
+pub mod agents;
+pub mod dev;
+pub mod executor;
+pub mod frameworks;
+pub mod master;
+pub mod state;
+pub mod tasks;
+
+use std::time::Duration;
+
+/// Parses `15s`, `500ms`, `10m`, `1h` or a bare number of seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    let (number, unit) = match input.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => input.split_at(i),
+        None => (input, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{input}' is not a duration (try 15s, 500ms, 10m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "'{input}': unknown unit '{unit}' (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(0.0..=agora_core::limits::MAX_TIMEOUT_SECONDS).contains(&seconds) {
+        return Err(format!("'{input}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_requested() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

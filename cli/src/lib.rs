@@ -1,0 +1,85 @@
+//! The `agora` binary: every Agora process and every operator command.
+//!
+//! # Layout
+//! - [`main`]: parses the command line and runs one subcommand.
+//! - `commands/`: one file per subcommand — `dev`, `master`, `agent`, `executor`
+//!   (hidden: the built-in command executor the agent starts), and the operator views
+//!   `state`, `agents`, `frameworks`, `tasks`.
+//! - `operator_client`: the gRPC connection the operator views share.
+//! - `table`: plain-text tables for the operator views.
+//! - `logging`: the slog logger every process uses.
+
+mod commands;
+mod logging;
+mod operator_client;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Agora: a Raft-replicated, two-level resource-offer cluster manager.
+#[derive(Parser)]
+#[command(name = "agora", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole cluster in one process: one master and N agents.
+    Dev(commands::dev::DevArgs),
+    /// Run a master.
+    Master(commands::master::MasterArgs),
+    /// Run an agent.
+    Agent(commands::agent::AgentArgs),
+    /// The built-in command executor (started by agents, not by hand).
+    #[command(hide = true)]
+    Executor,
+    /// Show the whole cluster: agents, frameworks and tasks.
+    State(commands::state::StateArgs),
+    /// List agents with their resources and attributes.
+    Agents(operator_client::ViewArgs),
+    /// List frameworks.
+    Frameworks(operator_client::ViewArgs),
+    /// List tasks.
+    Tasks(commands::tasks::TasksArgs),
+}
+
+/// Runs the command line of this process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Executor = cli.command {
+        return commands::executor::run();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => commands::dev::run(args).await,
+            Command::Master(args) => commands::master::run(args).await,
+            Command::Agent(args) => commands::agent::run(args).await,
+            Command::Executor => Ok(()),
+            Command::State(args) => commands::state::run(args).await,
+            Command::Agents(args) => commands::agents::run(args).await,
+            Command::Frameworks(args) => commands::frameworks::run(args).await,
+            Command::Tasks(args) => commands::tasks::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The `agora` binary, built under a name the tests can find (see Cargo.toml).
+
+fn main() -> std::process::ExitCode {
+    agora::main()
+}

@@ -1,0 +1,197 @@
+//! Frameworks that go away and come back, and agents that die.
+
+use std::process::Stdio;
+
+use agora_proto as pb;
+use agora_tests::{
+    ClusterBuilder, Seen, TestFramework, eventually, node_bin, parent_pid, process_alive, read_pid,
+    within,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_back_within_its_failover_timeout_keeps_its_tasks() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let info = TestFramework::info("comeback", 3600.0);
+    let mut first = TestFramework::start(&cluster.master_addr, info.clone()).await;
+    let agent = first.launch_shell("long", "sleep 1000").await;
+    first
+        .wait_for_state("long", pb::TaskState::TaskRunning)
+        .await;
+    let framework_id = first.framework_id.clone();
+    first.stop().await;
+
+    let mut again = info;
+    again.id = Some(framework_id.clone());
+    let mut second = TestFramework::start(&cluster.master_addr, again).await;
+    assert_eq!(
+        second.framework_id, framework_id,
+        "the master kept the framework id"
+    );
+    second
+        .handle
+        .reconcile(vec![(
+            pb::TaskId {
+                value: "long".into(),
+            },
+            Some(agent.clone()),
+        )])
+        .await
+        .expect("RECONCILE");
+    let status = second
+        .wait_for("the task's state", |seen| match seen {
+            Seen::Update(s) if s.task_id.as_ref().is_some_and(|t| t.value == "long") => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        status.state(),
+        pb::TaskState::TaskRunning,
+        "the task survived the disconnection: {status:?}"
+    );
+    let state = cluster.state().await;
+    let fw = state
+        .frameworks
+        .iter()
+        .find(|f| f.framework_info.as_ref().and_then(|i| i.id.as_ref()) == Some(&framework_id))
+        .expect("the framework is still registered");
+    assert!(fw.connected);
+    assert_eq!(fw.active_tasks, 1);
+
+    second
+        .handle
+        .kill(
+            pb::TaskId {
+                value: "long".into(),
+            },
+            Some(agent),
+        )
+        .await
+        .expect("KILL");
+    second.wait_for_terminal("long").await;
+    second.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_away_past_its_failover_timeout_has_its_tasks_killed() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let pid_file = cluster.data_dir().join("task.pid");
+    let info = TestFramework::info("goner", 0.5);
+    let mut fw = TestFramework::start(&cluster.master_addr, info.clone()).await;
+    fw.launch_shell(
+        "doomed",
+        &format!("echo $$ > {}; exec sleep 1000", pid_file.display()),
+    )
+    .await;
+    fw.wait_for_state("doomed", pb::TaskState::TaskRunning)
+        .await;
+    let pid = read_pid(&pid_file).await;
+    assert!(process_alive(pid));
+    let framework_id = fw.framework_id.clone();
+
+    let mut events = cluster.operator_events().await;
+    fw.stop().await;
+    within("the framework's removal", async {
+        loop {
+            let event = events
+                .message()
+                .await
+                .expect("operator stream")
+                .expect("an event");
+            if let Some(pb::operator_event::Event::FrameworkRemoved(removed)) = event.event
+                && removed.framework_id.as_ref() == Some(&framework_id)
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    eventually("the task's process to be killed", || !process_alive(pid)).await;
+
+    // The id is gone for good.
+    let mut again = info;
+    again.id = Some(framework_id);
+    let mut client =
+        pb::scheduler_client::SchedulerClient::connect(format!("http://{}", cluster.master_addr))
+            .await
+            .expect("connect");
+    let refused = client
+        .subscribe(pb::SubscribeRequest {
+            framework_info: Some(again),
+            suppressed_roles: vec![],
+        })
+        .await
+        .expect_err("a removed framework cannot re-subscribe");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_makes_its_tasks_unreachable() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(0).start().await;
+    let work_dir = cluster.data_dir().join("agent-process");
+    let mut agent = std::process::Command::new(node_bin!())
+        .args([
+            "agent",
+            "--master",
+            &cluster.master_addr,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--work-dir")
+        .arg(&work_dir)
+        .args([
+            "--resources",
+            "cpus:2;mem:2048;disk:1000;ports:[31000-31010]",
+            "--log-level",
+            "error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the agent process starts");
+
+    let pid_file = cluster.data_dir().join("orphan.pid");
+    let mut fw = TestFramework::start(
+        &cluster.master_addr,
+        TestFramework::info("partitioned", 3600.0),
+    )
+    .await;
+    fw.launch_shell(
+        "orphan",
+        &format!("echo $$ > {}; exec sleep 1000", pid_file.display()),
+    )
+    .await;
+    fw.wait_for_state("orphan", pb::TaskState::TaskRunning)
+        .await;
+    let task_pid = read_pid(&pid_file).await;
+    let executor_pid = parent_pid(task_pid);
+
+    agent.kill().expect("SIGKILL the agent");
+    let _ = agent.wait();
+    let status = fw
+        .wait_for_state("orphan", pb::TaskState::TaskUnreachable)
+        .await;
+    assert_eq!(
+        status.reason(),
+        pb::task_status::Reason::AgentUnreachable,
+        "{status:?}"
+    );
+    assert!(status.message.contains("unreachable"), "{status:?}");
+    // The task outlived its agent, as it must: it runs in its executor's session.
+    assert!(
+        process_alive(task_pid),
+        "the task survived the agent's death"
+    );
+
+    for pid in [Some(task_pid), executor_pid].into_iter().flatten() {
+        // SAFETY: plain kill(2) on pids this test created.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    fw.stop().await;
+    cluster.shutdown().await;
+}
