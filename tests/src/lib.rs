@@ -223,6 +223,50 @@ impl TestCluster {
     }
 }
 
+impl Drop for TestCluster {
+    /// Executors outlive their agents by design; a test must not leave them (or
+    /// their tasks) behind, so every process in the session of an executor whose
+    /// sandbox lies in this cluster's directory is killed.
+    fn drop(&mut self) {
+        kill_executor_sessions(self.dir.path());
+    }
+}
+
+/// SIGKILLs every process whose session leader is an executor working under `dir`.
+pub fn kill_executor_sessions(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needle = dir.to_string_lossy().into_owned();
+    let processes: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let session = rest.split_whitespace().nth(3)?.parse().ok()?;
+            Some((pid, session))
+        })
+        .collect();
+    let leaders: Vec<i32> = processes
+        .iter()
+        .filter(|(pid, session)| pid == session)
+        .filter(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(&needle))
+        })
+        .map(|(pid, _)| *pid)
+        .collect();
+    for (pid, session) in processes {
+        if leaders.contains(&session) {
+            // SAFETY: kill(2) on processes this test's cluster started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// What a [`TestFramework`] saw, in order.
 #[derive(Debug, Clone)]
 pub enum Seen {
