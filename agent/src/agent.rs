@@ -34,9 +34,14 @@ impl Agent {
     /// registration with a master proceeds in the background
     /// ([`AgentHandle::wait_registered`]).
     pub async fn start(
-        config: AgentConfig,
+        mut config: AgentConfig,
         listener: TcpListener,
     ) -> Result<AgentHandle, AgentError> {
+        // Executors run with their sandbox as working directory, so every path handed
+        // to them must be absolute.
+        config.work_dir = std::path::absolute(&config.work_dir).map_err(|e| {
+            AgentError::Config(format!("work dir {}: {e}", config.work_dir.display()))
+        })?;
         if config.masters.is_empty() {
             return Err(AgentError::Config(
                 "at least one master address is needed".into(),

@@ -538,7 +538,9 @@ impl Resources {
                 Quantity::Scalar(v) => *v as f64 / SCALE,
                 _ => 0.0,
             })
-            .sum()
+            // An empty float sum is -0.0; adding 0.0 makes it print as 0.
+            .sum::<f64>()
+            + 0.0
     }
 
     /// Ranges of a resource across roles (e.g. all ports).

@@ -172,17 +172,21 @@ impl SchedulerHandle {
     }
 
     /// ACCEPT with a single LAUNCH of `tasks` on one offer: the common case.
+    /// What the tasks leave of the offer is declined with `filters`; `None` means
+    /// the master's default of 5 s, which keeps the rest of that agent from this
+    /// framework for that long. Pass a short `refuse_seconds` to get it back soon.
     pub async fn launch(
         &self,
         offer_id: pb::OfferId,
         tasks: Vec<pb::TaskInfo>,
+        filters: Option<pb::Filters>,
     ) -> Result<(), DriverError> {
         let launch = pb::Operation {
             operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
                 task_infos: tasks,
             })),
         };
-        self.accept(vec![offer_id], vec![launch], None).await
+        self.accept(vec![offer_id], vec![launch], filters).await
     }
 
     /// DECLINE: gives the offers back; `filters.refuse_seconds` (default 5 s) keeps

@@ -28,7 +28,7 @@
 //!             let task = TaskBuilder::new("sleep-1").shell("sleep 10").cpus(0.1).mem(32.0);
 //!             match room.take(&task) {
 //!                 Ok(info) if !self.launched => {
-//!                     self.launched = driver.launch(room.offer_id().clone(), vec![info]).await.is_ok();
+//!                     self.launched = driver.launch(room.offer_id().clone(), vec![info], None).await.is_ok();
 //!                 }
 //!                 _ => {
 //!                     let _ = driver.decline(vec![room.offer_id().clone()], None).await;

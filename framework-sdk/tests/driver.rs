@@ -210,7 +210,7 @@ impl Scheduler for Recorder {
                 .mem(32.0);
             let info = room.take(&task).unwrap();
             driver
-                .launch(room.offer_id().clone(), vec![info])
+                .launch(room.offer_id().clone(), vec![info], None)
                 .await
                 .unwrap();
         }

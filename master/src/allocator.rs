@@ -66,23 +66,23 @@ pub fn dominant_share(allocated: &Resources, total: &Resources) -> f64 {
 }
 
 /// One allocation pass. Each agent is granted to at most one framework.
-/// `refuses(framework_id, agent_id)` says whether a decline filter holds the agent
-/// back from the framework.
+/// `refuses(framework_id, agent_id, offerable)` says whether a decline filter holds
+/// those resources of the agent back from the framework.
 pub fn allocate(
     total: &Resources,
     agents: &[AgentSlot<'_>],
     frameworks: &mut [FrameworkSlot<'_>],
-    refuses: impl Fn(&str, &str) -> bool,
+    refuses: impl Fn(&str, &str, &Resources) -> bool,
 ) -> Vec<Grant> {
     let mut grants = Vec::new();
     for (agent_index, agent) in agents.iter().enumerate() {
         let mut best: Option<(f64, usize, Resources)> = None;
         for (fw_index, fw) in frameworks.iter().enumerate() {
-            if !fw.active || refuses(fw.framework_id, agent.agent_id) {
+            if !fw.active {
                 continue;
             }
             let offerable = agent.available.allocatable_to(fw.role);
-            if !is_allocatable(&offerable) {
+            if !is_allocatable(&offerable) || refuses(fw.framework_id, agent.agent_id, &offerable) {
                 continue;
             }
             let share = dominant_share(&fw.allocated, total);
@@ -140,7 +140,7 @@ mod tests {
                 active: true,
             },
         ];
-        let grants = allocate(&total, &agents, &mut fws, |_, _| false);
+        let grants = allocate(&total, &agents, &mut fws, |_, _, _| false);
         // f2 (share 0) takes a1; then f1 (0.25) is below f2 (0.5) and takes a2.
         assert_eq!(grants.len(), 2);
         assert_eq!((grants[0].framework, grants[0].agent), (1, 0));
@@ -176,6 +176,6 @@ mod tests {
                 active: true,
             },
         ];
-        assert!(allocate(&total, &agents, &mut fws, |f, a| f == "f2" && a == "big").is_empty());
+        assert!(allocate(&total, &agents, &mut fws, |f, a, _| f == "f2" && a == "big").is_empty());
     }
 }

@@ -117,15 +117,17 @@ impl Scheduler for Hello {
                 };
             }
             let offer_id = room.offer_id().clone();
+            // What we do not use comes back after refuse_seconds (the master's
+            // default would hold it for 5 s).
+            let filters = proto::Filters {
+                refuse_seconds: Some(self.opts.refuse_seconds),
+            };
             if tasks.is_empty() {
-                let filters = proto::Filters {
-                    refuse_seconds: Some(self.opts.refuse_seconds),
-                };
                 let _ = driver.decline(vec![offer_id], Some(filters)).await;
                 continue;
             }
             let sent_at = Instant::now();
-            match driver.launch(offer_id, tasks).await {
+            match driver.launch(offer_id, tasks, Some(filters)).await {
                 Ok(()) => {
                     self.launched += ids.len();
                     self.accepted_at

@@ -140,7 +140,7 @@ impl MasterCore {
         }
         if !remaining.is_empty() {
             let refuse = refuse_duration(accept.filters.as_ref(), self.timings.default_refuse);
-            self.add_filter(framework_id, &agent_id, refuse);
+            self.add_filter(framework_id, &agent_id, refuse, remaining);
         }
         self.allocation_needed = true;
         self.view_dirty = true;

@@ -14,7 +14,7 @@ impl MasterCore {
         let started = std::time::Instant::now();
         let now = Instant::now();
         for fw in self.frameworks.values_mut() {
-            fw.filters.retain(|_, until| *until > now);
+            fw.filters.retain(|_, (until, _)| *until > now);
         }
         // Sorted by id so a pass is deterministic.
         let mut agents: Vec<(&str, agora_core::Resources)> = self
@@ -64,10 +64,11 @@ impl MasterCore {
             &self.cluster_total,
             &slots_agents,
             &mut slots_frameworks,
-            |f, a| {
+            |f, a, offerable| {
                 frameworks
                     .get(f)
-                    .is_some_and(|fw| fw.filters.contains_key(a))
+                    .and_then(|fw| fw.filters.get(a))
+                    .is_some_and(|(_, refused)| refused.contains(offerable))
             },
         );
         let grants: Vec<(String, String, String, agora_core::Resources)> = grants

@@ -349,7 +349,7 @@ impl MasterCore {
                 .is_some_and(|o| o.framework_id == framework_id);
             // Unknown offers are ignored, as Mesos does: they may have been rescinded.
             if owned && let Some(offer) = self.offers.take(&offer_id.value) {
-                self.add_filter(framework_id, &offer.agent_id, refuse);
+                self.add_filter(framework_id, &offer.agent_id, refuse, offer.resources);
             }
         }
         self.allocation_needed = true;
@@ -357,14 +357,20 @@ impl MasterCore {
         Ok(())
     }
 
-    /// Refuses the agent's resources to the framework for `refuse`.
-    pub(crate) fn add_filter(&mut self, framework_id: &str, agent_id: &str, refuse: Duration) {
+    /// Keeps `refused` resources of the agent from the framework for `refuse`.
+    pub(crate) fn add_filter(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        refuse: Duration,
+        refused: Resources,
+    ) {
         if refuse.is_zero() {
             return;
         }
         let until = Instant::now() + refuse;
         if let Some(fw) = self.frameworks.get_mut(framework_id) {
-            fw.filters.insert(agent_id.to_string(), until);
+            fw.filters.insert(agent_id.to_string(), (until, refused));
         }
         self.set_timer(until, Timer::FilterExpired);
     }

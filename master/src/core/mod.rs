@@ -172,8 +172,10 @@ pub(crate) struct FrameworkEntry {
     /// Bumped on every (re)subscription; stale failover timers check it.
     pub epoch: u64,
     pub suppressed: bool,
-    /// agent id → until when declined resources of that agent are not offered.
-    pub filters: HashMap<String, Instant>,
+    /// agent id → until when, and which, declined resources of that agent are not
+    /// offered again. As in Mesos, a filter holds back only offers that are a subset
+    /// of what was refused: resources freed since then are offered at once.
+    pub filters: HashMap<String, (Instant, Resources)>,
     pub registered_time: f64,
     /// Seconds since the epoch when it disconnected; 0 while connected.
     pub disconnected_time: f64,
