@@ -10,28 +10,41 @@ async fn resources_freed_after_a_decline_are_offered_at_once() {
         .agent_resources("cpus:2;mem:1024")
         .start()
         .await;
-    let mut fw = TestFramework::start(&cluster.master_addr, TestFramework::info("decliner", 0.0)).await;
+    let mut fw =
+        TestFramework::start(&cluster.master_addr, TestFramework::info("decliner", 0.0)).await;
     let offer = fw.next_offers().await.remove(0);
     let agent = offer.agent_id.clone().expect("agent id");
     // Use one cpu and refuse the rest for an hour.
     fw.handle
         .accept(
             vec![offer.id.clone().expect("offer id")],
-            vec![launch(vec![shell_task("hog", &agent, "sleep 1000", "cpus:1;mem:128")])],
+            vec![launch(vec![shell_task(
+                "hog",
+                &agent,
+                "sleep 1000",
+                "cpus:1;mem:128",
+            )])],
             Some(refuse(3600.0)),
         )
         .await
         .expect("ACCEPT");
     fw.wait_for_state("hog", pb::TaskState::TaskRunning).await;
     fw.handle
-        .kill(pb::TaskId { value: "hog".into() }, Some(agent))
+        .kill(
+            pb::TaskId {
+                value: "hog".into(),
+            },
+            Some(agent),
+        )
         .await
         .expect("KILL");
     fw.wait_for_state("hog", pb::TaskState::TaskKilled).await;
     // The freed cpu is new, so the filter (a subset rule, as in Mesos) lets the whole
     // agent be offered again without waiting out the hour.
     let offer = fw.next_offers().await.remove(0);
-    let cpus = agora_core::Resources::from_proto(&offer.resources).expect("valid offer").cpus();
+    let cpus = agora_core::Resources::from_proto(&offer.resources)
+        .expect("valid offer")
+        .cpus();
     assert_eq!(cpus, 2.0);
     fw.stop().await;
     cluster.shutdown().await;
