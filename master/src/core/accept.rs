@@ -92,15 +92,7 @@ impl MasterCore {
                 }
             }
             self.metrics.invalid_calls.inc();
-            let partition_aware = self
-                .frameworks
-                .get(framework_id)
-                .is_some_and(|f| f.is_partition_aware());
-            let state = if partition_aware {
-                pb::TaskState::TaskDropped
-            } else {
-                pb::TaskState::TaskLost
-            };
+            let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
             for (task, _) in tasks {
                 let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
                 let status = master_status(&task_id, "", state, Reason::InvalidOffers, &problem);
@@ -296,15 +288,7 @@ impl MasterCore {
             }),
         );
         if !sent {
-            let partition_aware = self
-                .frameworks
-                .get(framework_id)
-                .is_some_and(|f| f.is_partition_aware());
-            let state = if partition_aware {
-                pb::TaskState::TaskDropped
-            } else {
-                pb::TaskState::TaskLost
-            };
+            let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
             let status = master_status(
                 &task_id,
                 agent_id,

@@ -441,11 +441,7 @@ impl MasterCore {
             if terminal {
                 continue;
             }
-            let state = if fw.is_partition_aware() {
-                pb::TaskState::TaskUnreachable
-            } else {
-                pb::TaskState::TaskLost
-            };
+            let state = self.visible_state(&framework_id, pb::TaskState::TaskUnreachable);
             let mut status = master_status(
                 &task_id,
                 agent_id,

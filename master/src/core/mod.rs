@@ -533,6 +533,20 @@ impl MasterCore {
         self.completed_frameworks.iter().any(|f| f == framework_id)
     }
 
+    /// The state to report to a framework: frameworks that are not partition-aware
+    /// get TASK_LOST instead of DROPPED, UNREACHABLE, GONE or UNKNOWN (Mesos' rule).
+    pub(crate) fn visible_state(&self, framework_id: &str, state: pb::TaskState) -> pb::TaskState {
+        let partition_aware = self
+            .frameworks
+            .get(framework_id)
+            .is_some_and(|f| f.is_partition_aware());
+        if partition_aware {
+            state
+        } else {
+            pb::TaskState::TaskLost
+        }
+    }
+
     /// Recomputes the cluster total over reachable agents.
     pub(crate) fn recompute_cluster_total(&mut self) {
         let mut total = Resources::new();

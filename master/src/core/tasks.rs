@@ -301,15 +301,7 @@ impl MasterCore {
             Some(_) => {}
             None => {
                 // Mesos answers a kill of an unknown task with a LOST update.
-                let partition_aware = self
-                    .frameworks
-                    .get(framework_id)
-                    .is_some_and(|f| f.is_partition_aware());
-                let state = if partition_aware {
-                    pb::TaskState::TaskUnknown
-                } else {
-                    pb::TaskState::TaskLost
-                };
+                let state = self.visible_state(framework_id, pb::TaskState::TaskUnknown);
                 let agent = kill.agent_id.map(|a| a.value).unwrap_or_default();
                 let status = master_status(
                     &task_id,
