@@ -12,7 +12,13 @@ pub fn logger(level: &str) -> Logger {
         _ => slog::Level::Info,
     };
     let decorator = slog_term::TermDecorator::new().stderr().build();
-    let drain = slog_term::CompactFormat::new(decorator).build().fuse();
-    let drain = slog_async::Async::new(drain).chan_size(4096).build().fuse();
+    // A closed stderr must not take the process down: write errors are ignored.
+    let drain = slog_term::CompactFormat::new(decorator)
+        .build()
+        .ignore_res();
+    let drain = slog_async::Async::new(drain)
+        .chan_size(4096)
+        .build()
+        .ignore_res();
     Logger::root(drain.filter_level(level).fuse(), o!())
 }

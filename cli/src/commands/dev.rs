@@ -22,7 +22,7 @@ pub struct DevArgs {
     /// Number of agents.
     #[arg(long, default_value_t = 2)]
     pub agents: u16,
-    /// Port of the first agent; the others follow.
+    /// Port of the first agent; the others follow. 0 lets the OS choose each.
     #[arg(long, default_value_t = 5051)]
     pub agent_port: u16,
     /// Resources of each agent (default: detected).
@@ -49,14 +49,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut config = MasterConfig::new(args.data_dir.join("master"), logger.clone());
     config.timings = args.timings.core_timings()?;
     let mut master = Master::start(config, listener).await?;
+    // The address actually bound (the port may have been 0).
+    let master_addr = master.local_addr();
 
     let executor_command = super::agent::executor_command()?;
     let mut agents = Vec::new();
     for i in 0..args.agents {
-        let port = args
-            .agent_port
-            .checked_add(i)
-            .context("agent ports run past 65535")?;
+        let port = if args.agent_port == 0 {
+            0
+        } else {
+            args.agent_port
+                .checked_add(i)
+                .context("agent ports run past 65535")?
+        };
         let addr = SocketAddr::new(args.ip, port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(

@@ -1,0 +1,165 @@
+//! The `agora` binary run as a user runs it: `agora dev`, and `agora master` with
+//! `agora agent`s as separate processes.
+
+use std::process::Stdio;
+
+use agora_hello::HelloOptions;
+use agora_tests::{kill_executor_sessions, logger, node_bin, within};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Reads lines of `reader` until one contains `marker`; returns the text after it,
+/// up to the next whitespace, comma or slash. The rest of the output is read (and
+/// dropped) in the background so the process never writes into a closed pipe.
+async fn read_until<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    marker: &str,
+) -> String {
+    let mut lines = BufReader::new(reader).lines();
+    let found = within(&format!("a line with '{marker}'"), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("readable output")
+                .unwrap_or_else(|| panic!("the process ended before printing '{marker}'"));
+            if let Some((_, rest)) = line.split_once(marker) {
+                let value: String = rest
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '/')
+                    .collect();
+                break value;
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found
+}
+
+fn stop(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on a process this test started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+}
+
+async fn hello(master: &str, tasks: usize) {
+    let options = HelloOptions {
+        masters: vec![master.to_string()],
+        tasks,
+        cmd: "echo hello".into(),
+        ..HelloOptions::default()
+    };
+    let report = within("hello", agora_hello::run(options, logger()))
+        .await
+        .expect("hello succeeds");
+    assert_eq!(report.finished, tasks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_dev_runs_a_cluster_hello_can_use() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut dev = Command::new(node_bin!())
+        .args([
+            "dev",
+            "--port",
+            "0",
+            "--agent-port",
+            "0",
+            "--log-level",
+            "error",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agora dev starts");
+    let stdout = dev.stdout.take().expect("piped stdout");
+    let master = read_until(stdout, "http://").await;
+    hello(&master, 20).await;
+
+    stop(&dev);
+    let status = within("agora dev to stop", dev.wait())
+        .await
+        .expect("exit status");
+    assert!(
+        status.success(),
+        "agora dev exits cleanly on SIGTERM: {status:?}"
+    );
+    assert!(dir.path().join("master").join("registry.bin").exists());
+    kill_executor_sessions(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_and_agents_run_as_separate_processes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut master = Command::new(node_bin!())
+        .args(["master", "--listen", "127.0.0.1:0", "--log-level", "info"])
+        .arg("--data-dir")
+        .arg(dir.path().join("master"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agora master starts");
+    let stderr = master.stderr.take().expect("piped stderr");
+    let address = read_until(stderr, "master serving, address:").await;
+
+    let mut agents = Vec::new();
+    for rack in ["r1", "r2"] {
+        let agent = Command::new(node_bin!())
+            .args(["agent", "--master", &address, "--listen", "127.0.0.1:0"])
+            .args([
+                "--resources",
+                "cpus:1;mem:1024;disk:1000;ports:[31000-31100]",
+            ])
+            .args([
+                "--attributes",
+                &format!("rack:{rack};zone:a"),
+                "--log-level",
+                "error",
+            ])
+            .arg("--work-dir")
+            .arg(dir.path().join(format!("agent-{rack}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("agora agent starts");
+        agents.push(agent);
+    }
+    hello(&address, 20).await;
+
+    let master_flag = address.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(node_bin!())
+            .args(["agents", "--master", &master_flag])
+            .output()
+            .expect("agora agents runs")
+    })
+    .await
+    .expect("the CLI runs");
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        listing.contains("rack:r1;zone:a") && listing.contains("rack:r2;zone:a"),
+        "{listing}"
+    );
+    assert_eq!(listing.matches("ACTIVE").count(), 2, "{listing}");
+
+    for child in agents.iter().chain(std::iter::once(&master)) {
+        stop(child);
+    }
+    for mut child in agents.into_iter().chain(std::iter::once(master)) {
+        let status = within("a process to stop", child.wait())
+            .await
+            .expect("exit status");
+        assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+    }
+    kill_executor_sessions(dir.path());
+}
