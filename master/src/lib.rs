@@ -165,6 +165,17 @@ impl Master {
         }));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
+            // A peer whose host died must not look connected for the ~15 minutes TCP
+            // retransmission takes: probe idle connections, and give up on unacked
+            // writes after a minute.
+            let socket = socket2::SockRef::from(&*tcp);
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            let _ = socket.set_tcp_keepalive(&keepalive);
+            #[cfg(target_os = "linux")]
+            let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(60)));
         });
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Mutex;
 
 use agora_proto as pb;
 use prost::Message;
@@ -69,6 +68,19 @@ pub struct RegisteredFramework {
     pub disconnected_time: f64,
 }
 
+/// A framework removed for good (torn down, or its failover timeout expired): its id
+/// is never accepted again, and late updates for it are acknowledged.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RemovedFramework {
+    #[prost(string, tag = "1")]
+    pub framework_id: String,
+    #[prost(double, tag = "2")]
+    pub removed_time: f64,
+}
+
+/// How many removed framework ids the registry remembers (oldest forgotten first).
+pub const REMOVED_FRAMEWORKS_KEPT: usize = 1000;
+
 /// Everything the registry holds.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RegistryState {
@@ -76,6 +88,9 @@ pub struct RegistryState {
     pub agents: Vec<RegisteredAgent>,
     #[prost(message, repeated, tag = "2")]
     pub frameworks: Vec<RegisteredFramework>,
+    /// Oldest first, at most `REMOVED_FRAMEWORKS_KEPT`.
+    #[prost(message, repeated, tag = "3")]
+    pub removed_frameworks: Vec<RemovedFramework>,
 }
 
 /// One change to the registry. Ops are idempotent so a replay is harmless.
@@ -102,6 +117,7 @@ pub enum RegistryOp {
     },
     RemoveFramework {
         framework_id: String,
+        time: f64,
     },
 }
 
@@ -166,9 +182,19 @@ impl RegistryState {
                     f.disconnected_time = *time;
                 }
             }
-            RegistryOp::RemoveFramework { framework_id } => self
-                .frameworks
-                .retain(|f| f.info.as_ref().map(framework_id_of) != Some(framework_id)),
+            RegistryOp::RemoveFramework { framework_id, time } => {
+                self.frameworks
+                    .retain(|f| f.info.as_ref().map(framework_id_of) != Some(framework_id));
+                self.removed_frameworks.push(RemovedFramework {
+                    framework_id: framework_id.clone(),
+                    removed_time: *time,
+                });
+                let excess = self
+                    .removed_frameworks
+                    .len()
+                    .saturating_sub(REMOVED_FRAMEWORKS_KEPT);
+                self.removed_frameworks.drain(..excess);
+            }
         }
     }
 
@@ -208,8 +234,9 @@ const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 pub struct LocalRegistry {
     /// The registry file; its parent directory exists.
     path: PathBuf,
-    /// The state as last written; the lock also serializes writers.
-    state: Mutex<RegistryState>,
+    /// The state as last written. The lock is held across a write (which runs on the
+    /// blocking pool), so writes land in order.
+    state: tokio::sync::Mutex<RegistryState>,
 }
 
 impl LocalRegistry {
@@ -227,34 +254,36 @@ impl LocalRegistry {
         };
         Ok(Self {
             path,
-            state: Mutex::new(state),
+            state: tokio::sync::Mutex::new(state),
         })
     }
+}
 
-    fn write(&self, state: &RegistryState) -> Result<(), RegistryError> {
-        let io = |source| RegistryError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let payload = state.encode_to_vec();
-        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+/// Replaces the file at `path` with `state`: write a temporary file, fsync, rename,
+/// fsync the directory.
+fn write_file(path: &Path, state: &RegistryState) -> Result<(), RegistryError> {
+    let io = |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let payload = state.encode_to_vec();
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
+    Ok(())
 }
 
 fn decode_file(path: &Path, bytes: &[u8]) -> Result<RegistryState, RegistryError> {
@@ -293,19 +322,21 @@ fn decode_file(path: &Path, bytes: &[u8]) -> Result<RegistryState, RegistryError
 
 impl Registry for LocalRegistry {
     fn load(&self) -> RegistryFuture<'_, RegistryState> {
-        Box::pin(async move {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(state.clone())
-        })
+        Box::pin(async move { Ok(self.state.lock().await.clone()) })
     }
 
     fn apply(&self, op: RegistryOp) -> RegistryFuture<'_, ()> {
         Box::pin(async move {
-            // The write is small and synchronous; holding the lock keeps writes ordered.
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.lock().await;
             let mut next = state.clone();
             next.apply(&op);
-            self.write(&next)?;
+            let (path, written) = (self.path.clone(), next.clone());
+            tokio::task::spawn_blocking(move || write_file(&path, &written))
+                .await
+                .map_err(|e| RegistryError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other(e),
+                })??;
             *state = next;
             Ok(())
         })
@@ -350,6 +381,40 @@ mod tests {
         let a = state.agent("a1").unwrap();
         assert_eq!(a.standing, AgentStanding::Unreachable as i32);
         assert_eq!(a.since, 5.0);
+    }
+
+    #[tokio::test]
+    async fn removed_frameworks_are_remembered_and_bounded() {
+        let dir = temp_dir("removed");
+        let reg = LocalRegistry::open(&dir).unwrap();
+        let info = pb::FrameworkInfo {
+            id: Some(pb::FrameworkId { value: "f1".into() }),
+            name: "f".into(),
+            ..Default::default()
+        };
+        reg.apply(RegistryOp::PutFramework { info, time: 1.0 })
+            .await
+            .unwrap();
+        reg.apply(RegistryOp::RemoveFramework {
+            framework_id: "f1".into(),
+            time: 2.0,
+        })
+        .await
+        .unwrap();
+        drop(reg);
+        let state = LocalRegistry::open(&dir).unwrap().load().await.unwrap();
+        assert!(state.frameworks.is_empty());
+        assert_eq!(state.removed_frameworks[0].framework_id, "f1");
+
+        let mut state = RegistryState::default();
+        for i in 0..REMOVED_FRAMEWORKS_KEPT + 5 {
+            state.apply(&RegistryOp::RemoveFramework {
+                framework_id: format!("f{i}"),
+                time: i as f64,
+            });
+        }
+        assert_eq!(state.removed_frameworks.len(), REMOVED_FRAMEWORKS_KEPT);
+        assert_eq!(state.removed_frameworks[0].framework_id, "f5");
     }
 
     #[tokio::test]

@@ -64,6 +64,7 @@ pub fn fast_timings() -> CoreTimings {
         agent_reregister_timeout: Duration::from_secs(2),
         framework_heartbeat_interval: Duration::from_secs(1),
         default_refuse: Duration::from_secs(5),
+        offer_timeout: None,
     }
 }
 
@@ -164,6 +165,23 @@ impl TestCluster {
             .dir
             .path()
             .join(format!("agent-{}", self.agents.len() + 1));
+        self.start_agent(work_dir).await
+    }
+
+    /// Stops agent `index` (its executors keep running) and returns it to be started
+    /// again with [`TestCluster::restart_agent`].
+    pub async fn stop_agent(&mut self, index: usize) -> std::path::PathBuf {
+        let (_, agent) = self.agents.remove(index);
+        agent.shutdown().await;
+        self.dir.path().join(format!("agent-{}", index + 1))
+    }
+
+    /// Starts an agent on an existing work dir: it re-registers with its id.
+    pub async fn restart_agent(&mut self, work_dir: std::path::PathBuf) -> String {
+        self.start_agent(work_dir).await
+    }
+
+    async fn start_agent(&mut self, work_dir: std::path::PathBuf) -> String {
         let config = self.agent_config(work_dir);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -544,6 +562,8 @@ pub struct RawFramework {
     pub framework_id: pb::FrameworkId,
     pub stream_id: String,
     pub events: tonic::Streaming<pb::Event>,
+    /// Acknowledge updates while waiting for events (on by default).
+    pub auto_acknowledge: bool,
 }
 
 impl RawFramework {
@@ -567,6 +587,7 @@ impl RawFramework {
             panic!("the first event is not SUBSCRIBED: {first:?}");
         };
         Self {
+            auto_acknowledge: true,
             client,
             framework_id: subscribed.framework_id.expect("a framework id"),
             stream_id: subscribed.stream_id,
@@ -604,6 +625,7 @@ impl RawFramework {
                     })
                     .unwrap_or_else(|| panic!("the event stream ended while waiting for {what}"));
                 if let Some(pb::event::Event::Update(update)) = &event.event
+                    && self.auto_acknowledge
                     && let Some(status) = update.status.as_ref().filter(|s| !s.uuid.is_empty())
                 {
                     let ack = pb::call::Acknowledge {

@@ -462,3 +462,39 @@ async fn an_agent_sending_malformed_messages_gets_errors() {
     master_still_serves(&cluster, None).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() {
+    let cluster = cluster().await;
+    let mut fw = framework(&cluster).await;
+    fw.auto_acknowledge = false;
+    let offers = fw.next_offers().await;
+    let (offer, agent) = offer_parts(&offers[0]);
+    fw.accept(
+        vec![offer],
+        vec![shell_task("once", &agent, "true", "cpus:0.1;mem:32")],
+    )
+    .await
+    .expect("ACCEPT");
+    // The first update is never acknowledged, so the agent still holds the task.
+    fw.next_update("once").await;
+    let offers = fw.next_offers().await;
+    let (offer, agent) = offer_parts(&offers[0]);
+    fw.accept(
+        vec![offer],
+        vec![shell_task("once", &agent, "true", "cpus:0.1;mem:32")],
+    )
+    .await
+    .expect("ACCEPT");
+    let status = fw
+        .wait_for("the relaunch's TASK_ERROR", |e| match e {
+            pb::event::Event::Update(u) => {
+                u.status.filter(|s| s.state() == pb::TaskState::TaskError)
+            }
+            _ => None,
+        })
+        .await;
+    assert!(status.message.contains("not acknowledged"), "{status:?}");
+    master_still_serves(&cluster, Some(&mut fw)).await;
+    cluster.shutdown().await;
+}

@@ -195,3 +195,62 @@ async fn an_agent_killed_with_sigkill_makes_its_tasks_unreachable() {
     fw.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_back_with_a_task_relaunched_elsewhere_has_its_copy_killed() {
+    let mut cluster = ClusterBuilder::new(node_bin!()).agents(2).start().await;
+    let first_agent = cluster.agents[0].0.clone();
+    // Not partition-aware: the task is reported LOST, and the id can be reused.
+    let mut info = TestFramework::info("relauncher", 3600.0);
+    info.capabilities.clear();
+    let mut fw = TestFramework::start(&cluster.master_addr, info).await;
+    let first_pid_file = cluster.data_dir().join("first.pid");
+    fw.launch_shell_where(
+        "twin",
+        &format!("echo $$ > {}; exec sleep 1000", first_pid_file.display()),
+        |offer| {
+            offer
+                .agent_id
+                .as_ref()
+                .is_some_and(|a| a.value == first_agent)
+        },
+    )
+    .await;
+    fw.wait_for_state("twin", pb::TaskState::TaskRunning).await;
+    let first_pid = read_pid(&first_pid_file).await;
+
+    let work_dir = cluster.stop_agent(0).await;
+    let lost = fw.wait_for_state("twin", pb::TaskState::TaskLost).await;
+    assert_eq!(lost.reason(), pb::task_status::Reason::AgentUnreachable);
+    let second_pid_file = cluster.data_dir().join("second.pid");
+    fw.launch_shell(
+        "twin",
+        &format!("echo $$ > {}; exec sleep 1000", second_pid_file.display()),
+    )
+    .await;
+    fw.wait_for_state("twin", pb::TaskState::TaskRunning).await;
+    let second_pid = read_pid(&second_pid_file).await;
+
+    cluster.restart_agent(work_dir).await;
+    eventually("the returning agent's copy to be killed", || {
+        !process_alive(first_pid)
+    })
+    .await;
+    assert!(
+        process_alive(second_pid),
+        "the relaunched task keeps running"
+    );
+    let state = cluster.state().await;
+    let twin = state
+        .tasks
+        .iter()
+        .find(|t| t.task_id.as_ref().is_some_and(|id| id.value == "twin"))
+        .expect("the task is known");
+    assert_eq!(twin.state(), pb::TaskState::TaskRunning);
+    assert_ne!(
+        twin.agent_id.as_ref().map(|a| a.value.as_str()),
+        Some(first_agent.as_str())
+    );
+    fw.stop().await;
+    cluster.shutdown().await;
+}

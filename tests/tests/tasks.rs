@@ -142,3 +142,28 @@ async fn reconciliation_returns_the_latest_state_of_each_task() {
     fw.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_sent_while_the_agent_is_away_is_delivered_when_it_returns() {
+    let mut cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let mut fw =
+        TestFramework::start(&cluster.master_addr, TestFramework::info("patient", 3600.0)).await;
+    let agent = fw.launch_shell("waiting", "sleep 1000").await;
+    fw.wait_for_state("waiting", pb::TaskState::TaskRunning)
+        .await;
+    let work_dir = cluster.stop_agent(0).await;
+    fw.handle
+        .kill(
+            pb::TaskId {
+                value: "waiting".into(),
+            },
+            Some(agent),
+        )
+        .await
+        .expect("KILL is accepted while the agent is away");
+    cluster.restart_agent(work_dir).await;
+    let status = fw.wait_for_terminal("waiting").await;
+    assert_eq!(status.state(), pb::TaskState::TaskKilled, "{status:?}");
+    fw.stop().await;
+    cluster.shutdown().await;
+}

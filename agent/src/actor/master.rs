@@ -24,6 +24,27 @@ fn checked_id<'a>(field: &str, value: Option<&'a str>) -> Result<&'a str, String
     Ok(value.unwrap_or_default())
 }
 
+/// What the master needs of a task on re-registration: identity, placement and
+/// resources. Data, commands and environments are left out so that an agent with
+/// many large tasks still fits in one message.
+fn report_task_info(info: &pb::TaskInfo) -> pb::TaskInfo {
+    pb::TaskInfo {
+        name: info.name.clone(),
+        task_id: info.task_id.clone(),
+        agent_id: info.agent_id.clone(),
+        resources: info.resources.clone(),
+        executor: info.executor.as_ref().map(|e| pb::ExecutorInfo {
+            r#type: e.r#type,
+            executor_id: e.executor_id.clone(),
+            framework_id: e.framework_id.clone(),
+            name: e.name.clone(),
+            ..Default::default()
+        }),
+        kill_policy: info.kill_policy,
+        ..Default::default()
+    }
+}
+
 impl AgentActor {
     /// `Register` for a new agent, `Reregister` (with every task) for a known one.
     pub(super) fn registration_message(&self) -> pb::AgentMessage {
@@ -36,9 +57,12 @@ impl AgentActor {
                     framework_id: Some(pb::FrameworkId {
                         value: key.framework_id.clone(),
                     }),
-                    task: Some(task.info.clone()),
+                    task: Some(report_task_info(&task.info)),
                     state: task.state,
-                    latest_status: task.latest_status.clone(),
+                    latest_status: task.latest_status.clone().map(|mut s| {
+                        s.data.clear();
+                        s
+                    }),
                 })
                 .collect();
             tasks.truncate(limits::MAX_REREGISTER_TASKS);

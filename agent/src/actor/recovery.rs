@@ -108,9 +108,12 @@ impl AgentActor {
         let forked =
             meta::read_message::<meta::ForkedPid>(&run_dir.join(meta::FORKED_PID_FILE)).ok();
         let start_time = forked.as_ref().and_then(|f| procfs::start_time(f.pid));
-        let alive = forked.as_ref().is_some_and(|f| {
-            start_time.is_some() && (f.start_time == 0 || start_time == Some(f.start_time))
-        });
+        // A pid is only ours if its start time matches the recorded one: pids are
+        // reused, and reattaching to (and later killing) a stranger would be worse
+        // than reporting the executor lost.
+        let alive = forked
+            .as_ref()
+            .is_some_and(|f| f.start_time != 0 && start_time == Some(f.start_time));
 
         self.executors.insert(
             container_id.clone(),

@@ -46,6 +46,9 @@ pub struct TimingArgs {
     /// How often frameworks get a HEARTBEAT.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Rescind offers not answered within this (default: never, as Mesos).
+    #[arg(long, value_parser = parse_duration)]
+    pub offer_timeout: Option<Duration>,
 }
 
 impl TimingArgs {
@@ -67,6 +70,7 @@ impl TimingArgs {
             max_missed_pings: self.max_missed_pings,
             agent_reregister_timeout: self.agent_reregister_timeout,
             framework_heartbeat_interval: self.heartbeat_interval,
+            offer_timeout: self.offer_timeout.filter(|t| !t.is_zero()),
             ..CoreTimings::default()
         })
     }

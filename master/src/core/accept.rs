@@ -215,6 +215,21 @@ impl MasterCore {
             );
             return;
         }
+        if existing.is_some() {
+            // The agent still holds the old task until its end is acknowledged; a new
+            // launch under the same id would be confused with it.
+            self.task_error(
+                framework_id,
+                &task_id,
+                agent_id,
+                Reason::TaskInvalid,
+                format!(
+                    "task id '{task_id}' ended but its terminal update is not acknowledged yet; \
+                     acknowledge it (or reconcile) before reusing the id"
+                ),
+            );
+            return;
+        }
         if let Some(given) = task.agent_id.as_ref().map(|a| a.value.as_str())
             && !given.is_empty()
             && given != agent_id
@@ -260,10 +275,6 @@ impl MasterCore {
                 format!("task uses more resources than offered ({e}): it asks for {resources}, the offers have {remaining} left"),
             );
             return;
-        }
-        // A terminal task with this id still awaiting its acknowledgement gives way.
-        if existing.is_some() {
-            self.retire_task(framework_id, &task_id);
         }
         task.agent_id = Some(pb::AgentId {
             value: agent_id.to_string(),

@@ -1,6 +1,6 @@
 //! Agent lifecycle: register, re-register, pings, disconnect, unreachable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use agora_core::{Resources, limits};
 use agora_proto as pb;
@@ -139,6 +139,17 @@ impl MasterCore {
             }
             let state = pb::TaskState::try_from(report.state).unwrap_or(pb::TaskState::TaskUnknown);
             let resources = Resources::from_proto(&task.resources).unwrap_or_default();
+            let placed_elsewhere = self
+                .frameworks
+                .get(&framework_id)
+                .and_then(|f| f.tasks.get(&task_id))
+                .is_some_and(|t| t.agent_id != agent_id);
+            if placed_elsewhere {
+                // The framework relaunched this task id elsewhere while this agent was
+                // away: this copy must not run beside it.
+                self.kill_orphan(&agent_id, &framework_id, &task_id, resources, state);
+                continue;
+            }
             reported.insert((framework_id.clone(), task_id.clone()));
             let known = self
                 .frameworks
@@ -157,6 +168,24 @@ impl MasterCore {
                 self.insert_task(entry);
             }
             self.set_task_state(&framework_id, &task_id, state, report.latest_status);
+        }
+        // Kills that waited for this agent.
+        let pending = self
+            .agents
+            .get_mut(&agent_id)
+            .map(|a| std::mem::take(&mut a.pending_kills))
+            .unwrap_or_default();
+        for ((framework_id, task_id), kill_policy) in pending {
+            let live = self
+                .frameworks
+                .get(&framework_id)
+                .and_then(|f| f.tasks.get(&task_id))
+                .is_some_and(|t| {
+                    t.agent_id == agent_id && !agora_core::task_state::is_terminal(t.state)
+                });
+            if live {
+                self.send_kill(&agent_id, &framework_id, &task_id, kill_policy);
+            }
         }
         for framework_id in shutdown {
             self.send_to_agent(
@@ -225,6 +254,8 @@ impl MasterCore {
                 missed_pings: 0,
                 registered_time: now,
                 tasks: HashSet::new(),
+                orphans: HashMap::new(),
+                pending_kills: HashMap::new(),
             });
         entry.info = info;
         entry.total = total;
@@ -330,6 +361,57 @@ impl MasterCore {
         }
     }
 
+    /// Kills a copy of a task that runs on `agent_id` while the framework's task of
+    /// that id is elsewhere; its resources stay charged until it ends.
+    pub(crate) fn kill_orphan(
+        &mut self,
+        agent_id: &str,
+        framework_id: &str,
+        task_id: &str,
+        resources: Resources,
+        state: pb::TaskState,
+    ) {
+        warn!(self.logger, "agent runs a task the framework has elsewhere; killing this copy";
+            "agent_id" => agent_id, "framework_id" => framework_id, "task_id" => task_id);
+        if agora_core::task_state::is_terminal(state) {
+            return;
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used.add(&resources);
+            agent
+                .orphans
+                .insert((framework_id.to_string(), task_id.to_string()), resources);
+        }
+        self.send_kill(agent_id, framework_id, task_id, None);
+    }
+
+    /// Sends KillTask; if the agent is away, keeps it to resend on re-registration.
+    pub(crate) fn send_kill(
+        &mut self,
+        agent_id: &str,
+        framework_id: &str,
+        task_id: &str,
+        kill_policy: Option<pb::KillPolicy>,
+    ) {
+        let sent = self.send_to_agent(
+            agent_id,
+            ToAgent::KillTask(pb::master_message::KillTask {
+                framework_id: Some(pb::FrameworkId {
+                    value: framework_id.to_string(),
+                }),
+                task_id: Some(pb::TaskId {
+                    value: task_id.to_string(),
+                }),
+                kill_policy,
+            }),
+        );
+        if !sent && let Some(agent) = self.agents.get_mut(agent_id) {
+            agent
+                .pending_kills
+                .insert((framework_id.to_string(), task_id.to_string()), kill_policy);
+        }
+    }
+
     /// Tells an agent that a message of its was dropped, and counts it.
     pub(crate) fn agent_error(&mut self, agent_id: &str, message: String) {
         warn!(self.logger, "bad message from agent"; "agent_id" => agent_id, "error" => &message);
@@ -358,14 +440,23 @@ impl MasterCore {
     /// Withdraws every outstanding offer of an agent's resources.
     pub(crate) fn rescind_agent_offers(&mut self, agent_id: &str) {
         for offer_id in self.offers.ids_for_agent(agent_id) {
-            if let Some(offer) = self.offers.take(&offer_id) {
-                self.send_event(
-                    &offer.framework_id,
-                    pb::event::Event::Rescind(pb::event::Rescind {
-                        offer_id: Some(pb::OfferId { value: offer_id }),
+            self.rescind_offer(&offer_id);
+        }
+    }
+
+    /// Withdraws one offer, if still outstanding, and tells its framework.
+    pub(crate) fn rescind_offer(&mut self, offer_id: &str) {
+        if let Some(offer) = self.offers.take(offer_id) {
+            self.send_event(
+                &offer.framework_id,
+                pb::event::Event::Rescind(pb::event::Rescind {
+                    offer_id: Some(pb::OfferId {
+                        value: offer_id.to_string(),
                     }),
-                );
-            }
+                }),
+            );
+            self.allocation_needed = true;
+            self.view_dirty = true;
         }
     }
 

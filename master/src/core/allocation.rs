@@ -90,6 +90,14 @@ impl MasterCore {
             let offer = self
                 .offers
                 .issue(&framework_id, &agent_id, &role, resources);
+            if let Some(timeout) = self.timings.offer_timeout {
+                self.set_timer(
+                    now + timeout,
+                    super::Timer::OfferTimeout {
+                        offer_id: offer.offer_id.clone(),
+                    },
+                );
+            }
             let agent = &self.agents[&agent_id];
             by_framework
                 .entry(framework_id.clone())

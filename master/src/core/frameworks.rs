@@ -47,6 +47,11 @@ impl MasterCore {
             }
         };
         let now_wall = agora_core::time::now_secs();
+        self.completed_frameworks = state
+            .removed_frameworks
+            .iter()
+            .map(|r| r.framework_id.clone())
+            .collect();
         let mut awaiting_agents = false;
         for registered in state.agents {
             let Some(info) = registered.info else {
@@ -76,6 +81,8 @@ impl MasterCore {
                             missed_pings: 0,
                             registered_time: registered.since,
                             tasks: Default::default(),
+                            orphans: Default::default(),
+                            pending_kills: Default::default(),
                         },
                     );
                 }
@@ -192,6 +199,11 @@ impl MasterCore {
                 }
                 existing.role = first_role(&info);
                 existing.info = info;
+                // Offers made to the old subscription go back to the pool; the new
+                // one gets fresh offers (Mesos rescinds them on failover).
+                for offer_id in self.offers.ids_for_framework(&framework_id) {
+                    self.offers.take(&offer_id);
+                }
                 existing.connection = Some(connection);
                 existing.epoch += 1;
                 existing.disconnected_time = 0.0;
@@ -312,6 +324,7 @@ impl MasterCore {
             .registry
             .apply(RegistryOp::RemoveFramework {
                 framework_id: framework_id.to_string(),
+                time: agora_core::time::now_secs(),
             })
             .await
         {

@@ -50,8 +50,6 @@ pub(crate) type AgentSender = mpsc::Sender<Result<pb::MasterMessage, Status>>;
 pub(crate) const OUTBOUND_QUEUE: usize = 65_536;
 /// Terminal tasks kept per framework for inspection (Mesos: 1000).
 const COMPLETED_TASKS_PER_FRAMEWORK: usize = 1000;
-/// Removed framework ids remembered, so late updates for them are acknowledged.
-const COMPLETED_FRAMEWORKS: usize = 1000;
 /// Commands handled before the actor allocates and publishes.
 const BATCH: usize = 1024;
 
@@ -69,6 +67,8 @@ pub struct CoreTimings {
     pub framework_heartbeat_interval: Duration,
     /// Filter applied to declined resources when the framework gives none (Mesos: 5 s).
     pub default_refuse: Duration,
+    /// Offers not answered within this are rescinded (Mesos: unset, never).
+    pub offer_timeout: Option<Duration>,
 }
 
 impl Default for CoreTimings {
@@ -79,6 +79,7 @@ impl Default for CoreTimings {
             agent_reregister_timeout: Duration::from_secs(600),
             framework_heartbeat_interval: Duration::from_secs(15),
             default_refuse: Duration::from_secs(5),
+            offer_timeout: None,
         }
     }
 }
@@ -129,6 +130,8 @@ enum Timer {
     FilterExpired,
     /// Agents recovered from the registry that have not re-registered are unreachable.
     AgentReregisterDeadline,
+    /// The offer, if still outstanding, is rescinded.
+    OfferTimeout { offer_id: String },
 }
 
 /// A task the master knows.
@@ -232,6 +235,13 @@ pub(crate) struct AgentEntry {
     pub registered_time: f64,
     /// (framework id, task id) of every task the master knows on this agent.
     pub tasks: HashSet<(String, String)>,
+    /// Copies of tasks that run here although the framework's task of that id lives
+    /// elsewhere (the agent came back after the task was relaunched): being killed,
+    /// their resources charged to `used` until their terminal update.
+    pub orphans: HashMap<(String, String), Resources>,
+    /// Kills that could not be delivered while the agent was away, resent when it
+    /// re-registers.
+    pub pending_kills: HashMap<(String, String), Option<pb::KillPolicy>>,
 }
 
 impl AgentEntry {
@@ -461,24 +471,32 @@ impl MasterCore {
                 } => self.failover_timeout_expired(&framework_id, epoch).await,
                 Timer::FilterExpired => self.allocation_needed = true,
                 Timer::AgentReregisterDeadline => self.reregister_deadline_passed().await,
+                Timer::OfferTimeout { offer_id } => self.rescind_offer(&offer_id),
             }
         }
     }
 
     /// Sends an event to a framework if it is connected. A full queue disconnects it:
     /// it will re-subscribe and reconcile.
-    pub(crate) fn send_event(&mut self, framework_id: &str, event: pb::event::Event) {
+    /// Returns whether the event was queued for the framework.
+    pub(crate) fn send_event(&mut self, framework_id: &str, event: pb::event::Event) -> bool {
         let Some(fw) = self.frameworks.get_mut(framework_id) else {
-            return;
+            return false;
         };
-        let Some(conn) = &fw.connection else { return };
+        let Some(conn) = &fw.connection else {
+            return false;
+        };
         let event = pb::Event { event: Some(event) };
-        if let Err(e) = conn.sender.try_send(Ok(event)) {
-            warn!(self.logger, "framework event queue unusable; disconnecting it";
-                "framework_id" => framework_id, "error" => %e);
-            let stream_id = conn.stream_id.clone();
-            // Handled as if the client had gone away.
-            self.framework_disconnected_now(framework_id, &stream_id);
+        match conn.sender.try_send(Ok(event)) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(self.logger, "framework event queue unusable; disconnecting it";
+                    "framework_id" => framework_id, "error" => %e);
+                let stream_id = conn.stream_id.clone();
+                // Handled as if the client had gone away.
+                self.framework_disconnected_now(framework_id, &stream_id);
+                false
+            }
         }
     }
 
@@ -503,6 +521,8 @@ impl MasterCore {
                 warn!(self.logger, "agent queue unusable; dropping its connection";
                     "agent_id" => agent_id, "error" => %e);
                 agent.connection = None;
+                self.rescind_agent_offers(agent_id);
+                self.allocation_needed = true;
                 false
             }
         }
@@ -524,7 +544,7 @@ impl MasterCore {
     fn remember_completed_framework(&mut self, framework_id: &str) {
         self.completed_frameworks
             .push_back(framework_id.to_string());
-        while self.completed_frameworks.len() > COMPLETED_FRAMEWORKS {
+        while self.completed_frameworks.len() > crate::registry::REMOVED_FRAMEWORKS_KEPT {
             self.completed_frameworks.pop_front();
         }
     }

@@ -5,7 +5,6 @@ use agora_core::{limits, task_state::is_terminal};
 use agora_proto as pb;
 use pb::master_message::Message as ToAgent;
 use pb::task_status::Reason;
-use slog::warn;
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -104,7 +103,9 @@ impl MasterCore {
     }
 
     /// Records and delivers a status the master made itself. It carries no uuid, so no
-    /// acknowledgement will come: a terminal one retires the task at once.
+    /// acknowledgement will come: a terminal one retires the task once delivered. If
+    /// the framework is away, the task stays (terminal) so that its reconciliation
+    /// reports it; the reconciliation then retires it.
     pub(crate) fn master_generated_update(&mut self, framework_id: &str, status: pb::TaskStatus) {
         let task_id = status
             .task_id
@@ -113,13 +114,13 @@ impl MasterCore {
             .unwrap_or_default();
         let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::TaskUnknown);
         self.set_task_state(framework_id, &task_id, state, Some(status.clone()));
-        self.send_event(
+        let delivered = self.send_event(
             framework_id,
             pb::event::Event::Update(pb::event::Update {
                 status: Some(status),
             }),
         );
-        if is_terminal(state) {
+        if delivered && is_terminal(state) {
             self.retire_task(framework_id, &task_id);
         }
     }
@@ -158,6 +159,9 @@ impl MasterCore {
         });
         self.metrics.status_updates.inc();
 
+        if self.orphan_update(agent_id, &framework_id, &task_id, &status) {
+            return;
+        }
         if !self.frameworks.contains_key(&framework_id) {
             // Nobody will acknowledge it: do so on the framework's behalf so the agent
             // stops retrying, and tell the agent if the framework never existed.
@@ -196,28 +200,14 @@ impl MasterCore {
                 update.latest_state
             };
             let latest = pb::TaskState::try_from(latest_raw).unwrap_or(pb::TaskState::TaskUnknown);
-            let on_other_agent = self
-                .frameworks
-                .get(&framework_id)
-                .and_then(|f| f.tasks.get(&task_id))
-                .is_some_and(|t| t.agent_id != agent_id);
-            if on_other_agent {
-                self.agent_error(
-                    agent_id,
-                    format!(
-                        "status update for task '{task_id}' which runs on another agent; forwarded"
-                    ),
-                );
-            } else {
-                self.set_task_state(&framework_id, &task_id, latest, Some(status.clone()));
-                if agora_core::task_state::is_terminal_raw(status.state)
-                    && let Some(task) = self
-                        .frameworks
-                        .get_mut(&framework_id)
-                        .and_then(|f| f.tasks.get_mut(&task_id))
-                {
-                    task.terminal_uuid = Some(status.uuid.clone());
-                }
+            self.set_task_state(&framework_id, &task_id, latest, Some(status.clone()));
+            if agora_core::task_state::is_terminal_raw(status.state)
+                && let Some(task) = self
+                    .frameworks
+                    .get_mut(&framework_id)
+                    .and_then(|f| f.tasks.get_mut(&task_id))
+            {
+                task.terminal_uuid = Some(status.uuid.clone());
             }
         }
         self.send_event(
@@ -226,6 +216,60 @@ impl MasterCore {
                 status: Some(status),
             }),
         );
+    }
+
+    /// Updates from a copy of a task that must not run (see `kill_orphan`) are
+    /// acknowledged on the framework's behalf and not forwarded; its end releases its
+    /// resources. Returns whether the update was such a copy's.
+    fn orphan_update(
+        &mut self,
+        agent_id: &str,
+        framework_id: &str,
+        task_id: &str,
+        status: &pb::TaskStatus,
+    ) -> bool {
+        let key = (framework_id.to_string(), task_id.to_string());
+        let orphan = self
+            .agents
+            .get(agent_id)
+            .is_some_and(|a| a.orphans.contains_key(&key));
+        let elsewhere = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|f| f.tasks.get(task_id))
+            .is_some_and(|t| t.agent_id != agent_id);
+        if !orphan && !elsewhere {
+            return false;
+        }
+        let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::TaskUnknown);
+        if !orphan {
+            self.kill_orphan(
+                agent_id,
+                framework_id,
+                task_id,
+                agora_core::Resources::new(),
+                state,
+            );
+        }
+        if is_terminal(state)
+            && let Some(agent) = self.agents.get_mut(agent_id)
+            && let Some(resources) = agent.orphans.remove(&key)
+        {
+            agent.used.sub_saturating(&resources);
+            self.allocation_needed = true;
+            self.view_dirty = true;
+        }
+        self.send_to_agent(
+            agent_id,
+            ToAgent::Acknowledge(pb::master_message::Acknowledge {
+                framework_id: Some(pb::FrameworkId {
+                    value: framework_id.to_string(),
+                }),
+                task_id: status.task_id.clone(),
+                uuid: status.uuid.clone(),
+            }),
+        );
+        true
     }
 
     pub(super) fn acknowledge(
@@ -283,20 +327,8 @@ impl MasterCore {
             .map(|t| (t.agent_id.clone(), t.state));
         match task {
             Some((agent_id, state)) if !is_terminal(state) => {
-                let sent = self.send_to_agent(
-                    &agent_id,
-                    ToAgent::KillTask(pb::master_message::KillTask {
-                        framework_id: Some(pb::FrameworkId {
-                            value: framework_id.to_string(),
-                        }),
-                        task_id: kill.task_id,
-                        kill_policy: kill.kill_policy,
-                    }),
-                );
-                if !sent {
-                    warn!(self.logger, "kill for a task on a disconnected agent; it is killed when the agent returns only if the framework kills it again";
-                        "task_id" => &task_id, "agent_id" => &agent_id);
-                }
+                // Kept and resent if the agent is away, as Mesos does.
+                self.send_kill(&agent_id, framework_id, &task_id, kill.kill_policy);
             }
             Some(_) => {}
             None => {
@@ -418,13 +450,32 @@ impl MasterCore {
                 ));
             }
         }
+        let mut delivered_terminal = Vec::new();
         for status in statuses {
-            self.send_event(
+            let task_id = status.task_id.as_ref().map(|t| t.value.clone());
+            let terminal = agora_core::task_state::is_terminal_raw(status.state);
+            let delivered = self.send_event(
                 framework_id,
                 pb::event::Event::Update(pb::event::Update {
                     status: Some(status),
                 }),
             );
+            if delivered && terminal {
+                delivered_terminal.extend(task_id);
+            }
+        }
+        // Terminal states the master made while the framework was away were kept for
+        // this: now that it knows, they retire. (Those from agents retire on their
+        // acknowledgement.)
+        for task_id in delivered_terminal {
+            let awaits_no_ack = self
+                .frameworks
+                .get(framework_id)
+                .and_then(|f| f.tasks.get(&task_id))
+                .is_some_and(|t| is_terminal(t.state) && t.terminal_uuid.is_none());
+            if awaits_no_ack {
+                self.retire_task(framework_id, &task_id);
+            }
         }
         Ok(())
     }

@@ -20,7 +20,11 @@ pub(crate) fn task_summary(task: &TaskEntry) -> pb::TaskSummary {
         }),
         state: task.state as i32,
         resources: task.resources.to_proto(),
-        latest_status: task.latest_status.clone(),
+        // Status data is the framework's business and can be large; views omit it.
+        latest_status: task.latest_status.clone().map(|mut s| {
+            s.data.clear();
+            s
+        }),
     }
 }
 
