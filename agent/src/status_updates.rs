@@ -50,12 +50,22 @@ pub enum StatusUpdateError {
     MissingUuid,
     #[error("task {task_id} already reached a terminal state; later updates are refused")]
     Terminated { task_id: String },
+    #[error(
+        "task {task_id} has {MAX_PENDING_PER_STREAM} updates awaiting acknowledgement; \
+         later ones are refused until the framework acknowledges"
+    )]
+    Backlogged { task_id: String },
     #[error("cannot checkpoint the status update of task {task_id}: {source}")]
     Checkpoint {
         task_id: String,
         source: std::io::Error,
     },
 }
+
+/// Updates one task may have waiting for acknowledgement: an executor that reports
+/// faster than its framework acknowledges is refused (and retries) rather than
+/// growing the agent's memory and disk without bound.
+pub const MAX_PENDING_PER_STREAM: usize = 1000;
 
 /// What became of an update handed to [`StatusUpdateManager::update`].
 #[derive(Debug, PartialEq)]
@@ -239,6 +249,11 @@ impl StatusUpdateManager {
         }
         if stream.terminal_received {
             return Err(StatusUpdateError::Terminated {
+                task_id: key.task_id,
+            });
+        }
+        if stream.pending.len() >= MAX_PENDING_PER_STREAM {
+            return Err(StatusUpdateError::Backlogged {
                 task_id: key.task_id,
             });
         }
@@ -518,6 +533,23 @@ mod tests {
             m.acknowledge(&key("t"), &[3; 16], now).unwrap(),
             Acknowledged::Ignored
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_refuses_updates_beyond_its_backlog_limit() {
+        let mut m = manager();
+        let now = Instant::now();
+        m.connected(now);
+        for i in 0..MAX_PENDING_PER_STREAM {
+            let mut u = update("t", TaskState::TaskRunning, 0);
+            if let Some(s) = u.status.as_mut() {
+                s.uuid = uuid::Uuid::from_u128(i as u128 + 1).as_bytes().to_vec();
+            }
+            m.update(u, None, now).unwrap();
+        }
+        let refused = m.update(update("t", TaskState::TaskRunning, 0xee), None, now);
+        assert!(matches!(refused, Err(StatusUpdateError::Backlogged { .. })));
+        assert_eq!(m.pending(&key("t")).len(), MAX_PENDING_PER_STREAM);
     }
 
     #[tokio::test(start_paused = true)]

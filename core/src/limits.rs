@@ -30,6 +30,8 @@ pub const MAX_TASK_GROUP: usize = 64;
 pub const MAX_RECONCILE_TASKS: usize = 100_000;
 pub const MAX_REREGISTER_TASKS: usize = 100_000;
 pub const MAX_UUID_BYTES: usize = 16;
+/// Frameworks a master keeps registered (connected or within their failover timeout).
+pub const MAX_FRAMEWORKS: usize = 10_000;
 /// Largest scalar resource accepted (1e12 MB is an exabyte of memory).
 pub const MAX_SCALAR: f64 = 1e12;
 /// Largest failover timeout: Mesos caps refuse_seconds at a year; we use the same cap.

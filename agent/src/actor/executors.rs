@@ -303,6 +303,9 @@ impl AgentActor {
             Err(e @ StatusUpdateError::Terminated { .. }) => {
                 return Err(Status::failed_precondition(e.to_string()));
             }
+            Err(e @ StatusUpdateError::Backlogged { .. }) => {
+                return Err(Status::resource_exhausted(e.to_string()));
+            }
             Err(e @ StatusUpdateError::Checkpoint { .. }) => {
                 warn!(self.logger, "cannot checkpoint a status update"; "error" => %e);
                 return Err(Status::unavailable(e.to_string()));

@@ -108,14 +108,8 @@ impl MasterCore {
             let elapsed = (now_wall - since).max(0.0);
             let left = (info.failover_timeout - elapsed).max(0.0);
             let entry = new_framework_entry(info, registered.registered_time, since);
-            self.set_timer(
-                Instant::now() + Duration::from_secs_f64(left),
-                Timer::FrameworkFailover {
-                    framework_id: id.clone(),
-                    epoch: entry.epoch,
-                },
-            );
-            self.frameworks.insert(id, entry);
+            self.frameworks.insert(id.clone(), entry);
+            self.start_failover_timer(&id, Duration::from_secs_f64(left));
         }
         self.recompute_cluster_total();
         info!(self.logger, "registry recovered";
@@ -151,6 +145,15 @@ impl MasterCore {
             return Err(Status::permission_denied(format!(
                 "framework '{id}' was removed (torn down, or its failover timeout expired); \
                  subscribe without an id to start anew"
+            )));
+        }
+        let is_new = requested_id
+            .as_ref()
+            .is_none_or(|id| !self.frameworks.contains_key(id));
+        if is_new && self.frameworks.len() >= limits::MAX_FRAMEWORKS {
+            return Err(Status::resource_exhausted(format!(
+                "the master already holds {} frameworks; tear some down first",
+                limits::MAX_FRAMEWORKS
             )));
         }
         let framework_id = requested_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -208,6 +211,9 @@ impl MasterCore {
                 existing.epoch += 1;
                 existing.disconnected_time = 0.0;
                 existing.suppressed = suppressed;
+                if let Some(key) = existing.failover_timer.take() {
+                    self.timers.remove(&key);
+                }
                 info!(self.logger, "framework re-subscribed"; "framework_id" => &framework_id);
             }
             None => {
@@ -247,20 +253,13 @@ impl MasterCore {
         fw.epoch += 1;
         let now = agora_core::time::now_secs();
         fw.disconnected_time = now;
-        let epoch = fw.epoch;
         let timeout = Duration::from_secs_f64(fw.info.failover_timeout.max(0.0));
         info!(self.logger, "framework disconnected";
             "framework_id" => framework_id, "failover_timeout_s" => timeout.as_secs_f64());
         for offer_id in self.offers.ids_for_framework(framework_id) {
             self.offers.take(&offer_id);
         }
-        self.set_timer(
-            Instant::now() + timeout,
-            Timer::FrameworkFailover {
-                framework_id: framework_id.to_string(),
-                epoch,
-            },
-        );
+        self.start_failover_timer(framework_id, timeout);
         self.deferred_registry_ops
             .push(RegistryOp::FrameworkDisconnected {
                 framework_id: framework_id.to_string(),
@@ -291,6 +290,7 @@ impl MasterCore {
     /// Removes a framework for good: its agents shut its executors down, its resources
     /// return, and late updates for it are acknowledged on its behalf.
     pub(crate) async fn remove_framework(&mut self, framework_id: &str) {
+        self.cancel_failover_timer(framework_id);
         let Some(fw) = self.frameworks.remove(framework_id) else {
             return;
         };
@@ -436,6 +436,7 @@ fn new_framework_entry(
         info,
         connection: None,
         epoch: 0,
+        failover_timer: None,
         suppressed: false,
         filters: HashMap::new(),
         registered_time,

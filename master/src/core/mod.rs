@@ -174,6 +174,8 @@ pub(crate) struct FrameworkEntry {
     pub connection: Option<FrameworkConnection>,
     /// Bumped on every (re)subscription; stale failover timers check it.
     pub epoch: u64,
+    /// The key of its failover timer while one runs.
+    pub failover_timer: Option<(Instant, u64)>,
     pub suppressed: bool,
     /// agent id → until when, and which, declined resources of that agent are not
     /// offered again. As in Mesos, a filter holds back only offers that are a subset
@@ -452,9 +454,43 @@ impl MasterCore {
     }
 
     /// Schedules `timer` at `at`.
-    fn set_timer(&mut self, at: Instant, timer: Timer) {
+    fn set_timer(&mut self, at: Instant, timer: Timer) -> (Instant, u64) {
         self.timer_seq += 1;
         self.timers.insert((at, self.timer_seq), timer);
+        (at, self.timer_seq)
+    }
+
+    /// Starts (or restarts) a framework's failover timeout. A framework has at most one
+    /// such timer, however often it reconnects.
+    pub(crate) fn start_failover_timer(&mut self, framework_id: &str, after: Duration) {
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let epoch = fw.epoch;
+        if let Some(previous) = fw.failover_timer.take() {
+            self.timers.remove(&previous);
+        }
+        let key = self.set_timer(
+            Instant::now() + after,
+            Timer::FrameworkFailover {
+                framework_id: framework_id.to_string(),
+                epoch,
+            },
+        );
+        if let Some(fw) = self.frameworks.get_mut(framework_id) {
+            fw.failover_timer = Some(key);
+        }
+    }
+
+    /// Cancels a framework's failover timeout, if one runs.
+    pub(crate) fn cancel_failover_timer(&mut self, framework_id: &str) {
+        if let Some(key) = self
+            .frameworks
+            .get_mut(framework_id)
+            .and_then(|fw| fw.failover_timer.take())
+        {
+            self.timers.remove(&key);
+        }
     }
 
     async fn fire_timers(&mut self) {

@@ -5,10 +5,9 @@ use agora_core::{limits, task_state::is_terminal};
 use agora_proto as pb;
 use pb::master_message::Message as ToAgent;
 use pb::task_status::Reason;
-use tokio::time::Instant;
 use tonic::Status;
 
-use super::{COMPLETED_TASKS_PER_FRAMEWORK, MasterCore, TaskEntry, Timer, master_status};
+use super::{COMPLETED_TASKS_PER_FRAMEWORK, MasterCore, TaskEntry, master_status};
 use crate::registry::RegistryOp;
 
 fn invalid(e: limits::LimitError) -> Status {
@@ -536,7 +535,6 @@ impl MasterCore {
         let now = agora_core::time::now_secs();
         let timeout = std::time::Duration::from_secs_f64(info.failover_timeout.max(0.0));
         let entry = super::frameworks::recovered_framework(info.clone(), now);
-        let epoch = entry.epoch;
         self.frameworks.insert(framework_id.to_string(), entry);
         self.deferred_registry_ops
             .push(RegistryOp::PutFramework { info, time: now });
@@ -545,12 +543,6 @@ impl MasterCore {
                 framework_id: framework_id.to_string(),
                 time: now,
             });
-        self.set_timer(
-            Instant::now() + timeout,
-            Timer::FrameworkFailover {
-                framework_id: framework_id.to_string(),
-                epoch,
-            },
-        );
+        self.start_failover_timer(framework_id, timeout);
     }
 }
