@@ -422,12 +422,36 @@ impl TestFramework {
     }
 
     /// The next batch of offers.
+    /// The next batch of offers, leaving out offers rescinded since they were made
+    /// (a RESCIND always follows its offer on the stream, so it is seen by then).
     pub async fn next_offers(&mut self) -> Vec<pb::Offer> {
-        self.wait_for("offers", |seen| match seen {
-            Seen::Offers(offers) => Some(offers.clone()),
-            _ => None,
-        })
-        .await
+        loop {
+            let offers = self
+                .wait_for("offers", |seen| match seen {
+                    Seen::Offers(offers) => Some(offers.clone()),
+                    _ => None,
+                })
+                .await;
+            // Rescinds that arrived meanwhile are in the backlog or still queued.
+            while let Ok(seen) = self.events.try_recv() {
+                self.backlog.push_back(seen);
+            }
+            let rescinded: std::collections::HashSet<pb::OfferId> = self
+                .backlog
+                .iter()
+                .filter_map(|seen| match seen {
+                    Seen::Rescinded(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let live: Vec<pb::Offer> = offers
+                .into_iter()
+                .filter(|o| o.id.as_ref().is_none_or(|id| !rescinded.contains(id)))
+                .collect();
+            if !live.is_empty() {
+                return live;
+            }
+        }
     }
 
     /// The next update of `task_id` in `state`.
@@ -564,6 +588,8 @@ pub struct RawFramework {
     pub events: tonic::Streaming<pb::Event>,
     /// Acknowledge updates while waiting for events (on by default).
     pub auto_acknowledge: bool,
+    /// Events received while waiting for others, oldest first.
+    backlog: std::collections::VecDeque<pb::event::Event>,
 }
 
 impl RawFramework {
@@ -588,6 +614,7 @@ impl RawFramework {
         };
         Self {
             auto_acknowledge: true,
+            backlog: Default::default(),
             client,
             framework_id: subscribed.framework_id.expect("a framework id"),
             stream_id: subscribed.stream_id,
@@ -614,6 +641,15 @@ impl RawFramework {
         what: &str,
         mut pick: impl FnMut(pb::event::Event) -> Option<T>,
     ) -> T {
+        if let Some((index, found)) = self
+            .backlog
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| pick(e.clone()).map(|found| (i, found)))
+        {
+            self.backlog.remove(index);
+            return found;
+        }
         within(what, async {
             loop {
                 let event = self
@@ -637,8 +673,10 @@ impl RawFramework {
                         .await
                         .expect("ACKNOWLEDGE");
                 }
-                if let Some(found) = event.event.and_then(&mut pick) {
-                    break found;
+                let Some(event) = event.event else { continue };
+                match pick(event.clone()) {
+                    Some(found) => break found,
+                    None => self.backlog.push_back(event),
                 }
             }
         })

@@ -476,8 +476,22 @@ async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() 
     )
     .await
     .expect("ACCEPT");
-    // The first update is never acknowledged, so the agent still holds the task.
-    fw.next_update("once").await;
+    // Every update but the terminal one is acknowledged: the task has ended, but the
+    // agent still holds it until the framework acknowledges that.
+    loop {
+        let status = fw.next_update("once").await;
+        if agora_core::task_state::is_terminal_raw(status.state) {
+            assert_eq!(status.state(), pb::TaskState::TaskFinished);
+            break;
+        }
+        fw.call(pb::call::Call::Acknowledge(pb::call::Acknowledge {
+            agent_id: status.agent_id,
+            task_id: status.task_id,
+            uuid: status.uuid,
+        }))
+        .await
+        .expect("ACKNOWLEDGE");
+    }
     let offers = fw.next_offers().await;
     let (offer, agent) = offer_parts(&offers[0]);
     fw.accept(

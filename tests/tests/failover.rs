@@ -254,3 +254,40 @@ async fn an_agent_back_with_a_task_relaunched_elsewhere_has_its_copy_killed() {
     fw.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_kills_the_frameworks_tasks_and_forgets_it() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let pid_file = cluster.data_dir().join("torn.pid");
+    let mut fw =
+        TestFramework::start(&cluster.master_addr, TestFramework::info("torn", 3600.0)).await;
+    fw.launch_shell(
+        "victim",
+        &format!("echo $$ > {}; exec sleep 1000", pid_file.display()),
+    )
+    .await;
+    fw.wait_for_state("victim", pb::TaskState::TaskRunning)
+        .await;
+    let pid = read_pid(&pid_file).await;
+    let framework_id = fw.framework_id.clone();
+    fw.handle.teardown().await.expect("TEARDOWN");
+    eventually("the task's process to be killed", || !process_alive(pid)).await;
+    let state = cluster.state().await;
+    assert!(
+        state
+            .frameworks
+            .iter()
+            .all(|f| f.framework_info.as_ref().and_then(|i| i.id.as_ref()) != Some(&framework_id)),
+        "the framework is gone"
+    );
+    assert!(state.tasks.is_empty(), "{:?}", state.tasks);
+    assert!(
+        state
+            .agents
+            .iter()
+            .all(|a| agora_core::Resources::from_proto(&a.used).is_ok_and(|r| r.is_empty())),
+        "its resources are free"
+    );
+    fw.stop().await;
+    cluster.shutdown().await;
+}

@@ -94,3 +94,24 @@ async fn unanswered_offers_are_rescinded_after_the_offer_timeout() {
     assert_ne!(again[0].id, offer.id, "the resources are offered anew");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revive_clears_a_decline_filter() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let mut fw =
+        RawFramework::subscribe(&cluster.master_addr, TestFramework::info("reviver", 0.0)).await;
+    let offer = fw.next_offers().await.remove(0);
+    fw.call(pb::call::Call::Decline(pb::call::Decline {
+        offer_ids: vec![offer.id.clone().expect("offer id")],
+        filters: Some(refuse(3600.0)),
+    }))
+    .await
+    .expect("DECLINE");
+    // Without REVIVE the agent would stay filtered for an hour.
+    fw.call(pb::call::Call::Revive(pb::call::Revive { roles: vec![] }))
+        .await
+        .expect("REVIVE");
+    let again = fw.next_offers().await;
+    assert_eq!(again[0].agent_id, offer.agent_id);
+    cluster.shutdown().await;
+}
