@@ -125,7 +125,7 @@ impl Master {
             ..Default::default()
         }));
         let (events_tx, _) = broadcast::channel(4096);
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::channel(core::COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let core = core::MasterCore::new(

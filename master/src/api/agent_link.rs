@@ -14,7 +14,7 @@ use crate::core::{Command, OUTBOUND_QUEUE};
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AgentLinkApi {
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 #[tonic::async_trait]
@@ -47,15 +47,17 @@ impl pb::agent_link_server::AgentLink for AgentLinkApi {
         tokio::spawn(async move {
             // Malformed frames end the stream with an error; the agent reconnects.
             while let Ok(Some(message)) = inbound.message().await {
-                let forwarded = commands.send(Command::AgentMessage {
-                    session: session.clone(),
-                    message,
-                });
+                let forwarded = commands
+                    .send(Command::AgentMessage {
+                        session: session.clone(),
+                        message,
+                    })
+                    .await;
                 if forwarded.is_err() {
                     return;
                 }
             }
-            let _ = commands.send(Command::AgentStreamClosed { session });
+            let _ = commands.send(Command::AgentStreamClosed { session }).await;
         });
         Ok(Response::new(ReceiverStream::new(outbound)))
     }

@@ -11,12 +11,13 @@ use crate::core::Command;
 
 /// Sends a command to the core and waits for its answer.
 pub(crate) async fn ask<T>(
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Command,
 ) -> Result<T, Status> {
     let (reply, answer) = oneshot::channel();
     commands
         .send(make(reply))
+        .await
         .map_err(|_| Status::unavailable("the master is shutting down"))?;
     answer
         .await

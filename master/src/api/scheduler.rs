@@ -13,14 +13,14 @@ use super::ask;
 use crate::core::Command;
 
 pub struct SchedulerApi {
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 /// A framework's event stream. Dropping it (the client went away) tells the core, so
 /// the framework's failover timeout starts at once rather than at the next send.
 pub struct SubscriptionStream {
     inner: ReceiverStream<Result<pb::Event, Status>>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     framework_id: String,
     stream_id: String,
 }
@@ -35,10 +35,19 @@ impl Stream for SubscriptionStream {
 
 impl Drop for SubscriptionStream {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::FrameworkStreamClosed {
+        let closed = Command::FrameworkStreamClosed {
             framework_id: std::mem::take(&mut self.framework_id),
             stream_id: std::mem::take(&mut self.stream_id),
-        });
+        };
+        // The notice must not be lost to a full queue: wait for room off this thread.
+        if let Err(mpsc::error::TrySendError::Full(closed)) = self.commands.try_send(closed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let commands = self.commands.clone();
+            runtime.spawn(async move {
+                let _ = commands.send(closed).await;
+            });
+        }
     }
 }
 

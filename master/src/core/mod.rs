@@ -46,6 +46,10 @@ pub(crate) type EventSender = mpsc::Sender<Result<pb::Event, Status>>;
 /// Messages to one agent, bounded for the same reason.
 pub(crate) type AgentSender = mpsc::Sender<Result<pb::MasterMessage, Status>>;
 
+/// Commands waiting for the core. Bounded, so that a flood of calls or agent
+/// messages waits in the senders (and, through HTTP/2 flow control, in the peers)
+/// instead of growing the master's memory.
+pub(crate) const COMMAND_QUEUE: usize = 65_536;
 /// Capacity of each framework's and agent's outgoing queue.
 pub(crate) const OUTBOUND_QUEUE: usize = 65_536;
 /// Terminal tasks kept per framework for inspection (Mesos: 1000).
@@ -338,7 +342,7 @@ impl MasterCore {
     /// Runs until `shutdown` resolves or every command sender is gone.
     pub(crate) async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.recover().await;
