@@ -128,7 +128,7 @@ impl Master {
         let (commands_tx, commands_rx) = mpsc::channel(core::COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-        let core = core::MasterCore::new(
+        let mut core = core::MasterCore::new(
             logger.clone(),
             config.timings.clone(),
             master_info,
@@ -137,6 +137,7 @@ impl Master {
             view_tx,
             events_tx.clone(),
         );
+        core.start().await;
         let core = tokio::spawn(core.run(commands_rx, shutdown_rx.clone()));
 
         let grpc = tonic::service::Routes::new(

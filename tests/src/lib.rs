@@ -109,13 +109,14 @@ impl ClusterBuilder {
             .expect("a port for the master");
         let mut config = MasterConfig::new(dir.path().join("master"), logger());
         config.timings = self.timings;
-        let master = Master::start(config, listener)
+        let master = Master::start(config.clone(), listener)
             .await
             .expect("the master starts");
         let master_addr = master.local_addr().to_string();
         let mut cluster = TestCluster {
             master_addr,
             master: Some(master),
+            master_config: config,
             agents: Vec::new(),
             executor: self.executor,
             agent_resources: self.agent_resources,
@@ -133,6 +134,8 @@ pub struct TestCluster {
     /// `127.0.0.1:port` of the master.
     pub master_addr: String,
     master: Option<MasterHandle>,
+    /// How the master was started, to start it again.
+    master_config: MasterConfig,
     /// Running agents with their ids, in start order.
     pub agents: Vec<(String, AgentHandle)>,
     executor: PathBuf,
@@ -192,6 +195,21 @@ impl TestCluster {
         let id = within("agent registration", agent.wait_registered()).await;
         self.agents.push((id.clone(), agent));
         id
+    }
+
+    /// Stops the master and starts a new one on the same address and registry, as
+    /// after a crash or an upgrade. Agents reconnect by themselves.
+    pub async fn restart_master(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.shutdown().await;
+        }
+        let listener = tokio::net::TcpListener::bind(&self.master_addr)
+            .await
+            .expect("the master's address is free again");
+        let master = Master::start(self.master_config.clone(), listener)
+            .await
+            .expect("the master restarts");
+        self.master = Some(master);
     }
 
     /// The master's published state, over the operator API.

@@ -291,3 +291,62 @@ async fn teardown_kills_the_frameworks_tasks_and_forgets_it() {
     fw.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_timeout_keeps_running_across_a_master_restart() {
+    let mut cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let pid_file = cluster.data_dir().join("restart.pid");
+    let info = TestFramework::info("outlasting", 2.0);
+    let mut fw = TestFramework::start(&cluster.master_addr, info.clone()).await;
+    fw.launch_shell(
+        "kept",
+        &format!("echo $$ > {}; exec sleep 1000", pid_file.display()),
+    )
+    .await;
+    fw.wait_for_state("kept", pb::TaskState::TaskRunning).await;
+    let pid = read_pid(&pid_file).await;
+    let framework_id = fw.framework_id.clone();
+    fw.stop().await;
+
+    let disconnected_at = |state: &pb::ClusterState| {
+        state
+            .frameworks
+            .iter()
+            .find(|f| f.framework_info.as_ref().and_then(|i| i.id.as_ref()) == Some(&framework_id))
+            .map(|f| f.disconnected_time)
+    };
+    let mut before = None;
+    within("the master to see the framework go", async {
+        while before.is_none_or(|t| t == 0.0) {
+            before = disconnected_at(&cluster.state().await);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    cluster.restart_master().await;
+    // The new master knows when the framework left: its timeout did not restart.
+    let after = disconnected_at(&cluster.state().await);
+    assert_eq!(after, before, "the disconnection time survived the restart");
+    // And when it runs out, the framework's task is killed.
+    eventually("the task to be killed after the failover timeout", || {
+        !process_alive(pid)
+    })
+    .await;
+    let mut again = info;
+    again.id = Some(framework_id);
+    let mut client =
+        pb::scheduler_client::SchedulerClient::connect(format!("http://{}", cluster.master_addr))
+            .await
+            .expect("connect");
+    // The task died because the framework was removed, which the registry keeps.
+    let refused = client
+        .subscribe(pb::SubscribeRequest {
+            framework_info: Some(again),
+            suppressed_roles: vec![],
+        })
+        .await
+        .expect_err("a removed framework cannot come back");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    cluster.shutdown().await;
+}

@@ -339,13 +339,19 @@ impl MasterCore {
         }
     }
 
+    /// Loads the registry and publishes the first view; done before the master
+    /// serves anyone, so no reader sees an empty cluster that is not.
+    pub(crate) async fn start(&mut self) {
+        self.recover().await;
+        self.publish_view();
+    }
+
     /// Runs until `shutdown` resolves or every command sender is gone.
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        self.recover().await;
         let mut ping = tokio::time::interval(self.timings.agent_ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.timings.framework_heartbeat_interval);

@@ -112,7 +112,7 @@ impl MasterCore {
         }
     }
 
-    pub(super) fn publish_view(&mut self) {
+    pub(crate) fn publish_view(&mut self) {
         let state = self.cluster_state();
         self.metrics.observe(&state, self.offers.len());
         self.view.send_replace(Arc::new(state));
