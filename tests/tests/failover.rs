@@ -350,3 +350,96 @@ async fn a_failover_timeout_keeps_running_across_a_master_restart() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_a_master_restart_and_frameworks_reconcile_them() {
+    let mut cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let mut fw =
+        TestFramework::start(&cluster.master_addr, TestFramework::info("steady", 3600.0)).await;
+    let agent = fw.launch_shell("steady", "sleep 1000").await;
+    fw.wait_for_state("steady", pb::TaskState::TaskRunning)
+        .await;
+
+    cluster.restart_master().await;
+    // The SDK driver reconnects and re-subscribes with its id by itself.
+    fw.wait_for("re-subscription", |seen| {
+        matches!(seen, Seen::Subscribed(_)).then_some(())
+    })
+    .await;
+    // Until the agent has re-registered the master says nothing about its tasks
+    // (Mesos' rule); a framework reconciles once it is back.
+    within("the agent to re-register", async {
+        while !cluster
+            .state()
+            .await
+            .agents
+            .iter()
+            .any(|a| a.status == "ACTIVE")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    fw.handle
+        .reconcile(vec![(
+            pb::TaskId {
+                value: "steady".into(),
+            },
+            Some(agent.clone()),
+        )])
+        .await
+        .expect("RECONCILE");
+    let status = fw
+        .wait_for("a reconciliation answer", |seen| match seen {
+            Seen::Update(s) if s.reason() == pb::task_status::Reason::Reconciliation => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(status.state(), pb::TaskState::TaskRunning, "{status:?}");
+    fw.handle
+        .kill(
+            pb::TaskId {
+                value: "steady".into(),
+            },
+            Some(agent),
+        )
+        .await
+        .expect("KILL");
+    fw.wait_for_terminal("steady").await;
+    fw.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_do_not_return_after_a_master_restart_become_unreachable() {
+    let mut cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let agent_id = cluster.agents[0].0.clone();
+    cluster.stop_agent(0).await;
+    cluster.restart_master().await;
+    let status_of = |state: &pb::ClusterState| {
+        state
+            .agents
+            .iter()
+            .find(|a| {
+                a.agent_info
+                    .as_ref()
+                    .and_then(|i| i.id.as_ref())
+                    .is_some_and(|i| i.value == agent_id)
+            })
+            .map(|a| a.status.clone())
+    };
+    assert_eq!(
+        status_of(&cluster.state().await).as_deref(),
+        Some("DISCONNECTED"),
+        "known from the registry, awaiting re-registration"
+    );
+    within("the re-registration deadline", async {
+        while status_of(&cluster.state().await).as_deref() != Some("UNREACHABLE") {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    cluster.shutdown().await;
+}

@@ -423,6 +423,10 @@ impl MasterCore {
                     .map(|a| a.value.clone())
                     .unwrap_or_default();
                 let (state, why) = match self.agents.get(&agent_id) {
+                    // After a master restart, an agent that has not re-registered yet
+                    // may well run the task: say nothing until it does or its
+                    // deadline passes (Mesos does the same).
+                    Some(agent) if agent.awaiting_reregistration => continue,
                     Some(agent) if agent.reachable => {
                         (pb::TaskState::TaskGone, "the agent does not run this task")
                     }
