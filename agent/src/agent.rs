@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::executor_api_server::ExecutorApiServer;
+use axum::serve::ListenerExt;
 use slog::{info, warn};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -67,6 +68,15 @@ impl Agent {
         let logger = config.logger.clone();
         std::fs::create_dir_all(meta::meta_dir(&config.work_dir))
             .map_err(|e| AgentError::io(format!("creating {}", config.work_dir.display()), e))?;
+        meta::reset_staging(&config.work_dir).map_err(|e| {
+            AgentError::io(
+                format!(
+                    "preparing {}",
+                    meta::staging_dir(&config.work_dir).display()
+                ),
+                e,
+            )
+        })?;
         let resources = resource_detection::detect(&config.work_dir, config.resources.as_deref())?;
         let attributes = agora_core::attributes::parse(&config.attributes)?;
         let agent_id = meta::read_agent_id(&config.work_dir)
@@ -128,6 +138,12 @@ impl Agent {
             let stopped = async move {
                 let _ = server_shutdown.wait_for(|stop| *stop).await;
             };
+            // Executor calls are small request/response exchanges: with Nagle's
+            // algorithm a reply written in two pieces waits for the executor's delayed
+            // ACK (40 ms on Linux) before its second piece leaves.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, grpc)
                 .with_graceful_shutdown(stopped)
                 .await
@@ -188,6 +204,13 @@ impl AgentHandle {
             .await
             .map(|s| s.agent_id.clone().unwrap_or_default());
         registered.unwrap_or_default()
+    }
+
+    /// Resolves when the agent's actor has stopped by itself (a checkpoint could not
+    /// be made durable), so the process can exit with an error instead of lingering.
+    pub async fn stopped(&self) {
+        let mut state = self.link_state.clone();
+        while state.changed().await.is_ok() {}
     }
 
     /// Stops serving and the master link. Executors keep running: they wait for an

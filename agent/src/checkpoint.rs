@@ -1,7 +1,9 @@
 //! Durable files: whole files replaced atomically, and append-only record logs.
 //!
 //! A record log is a sequence of frames `[len: u32 LE][crc32: u32 LE][payload]`, each
-//! appended with one write and made durable with fsync before the caller goes on. A
+//! appended with one write and made durable with fsync before anyone relies on it
+//! (right away with [`RecordLog::append`], or for many records at once with
+//! [`RecordLog::write`] then [`RecordLog::sync_data`], see `journal`). A
 //! crash can leave the last frame half written, so a reader stops at the first frame
 //! that is short or fails its checksum and reports where the valid prefix ends; the
 //! writer cuts the file there before appending again, so a torn tail can never hide
@@ -9,6 +11,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Largest payload a frame may carry; a longer length field is treated as corruption.
@@ -69,20 +72,28 @@ pub struct RecordLog {
 }
 
 impl RecordLog {
-    /// Creates an empty log (and its parent directories), replacing any old file.
+    /// Creates an empty log (and its parent directories), replacing any old file,
+    /// and makes it durable.
     pub fn create(path: &Path) -> io::Result<Self> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
+        let log = Self::create_unsynced(path)?;
+        log.file.sync_all()?;
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(log)
+    }
+
+    /// Creates an empty log in an existing directory, replacing any old file. Not yet
+    /// durable: the caller syncs the file ([`Self::sync_all`]) and its directory.
+    pub fn create_unsynced(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(path)?;
-        file.sync_all()?;
-        if let Some(parent) = path.parent() {
-            sync_dir(parent)?;
-        }
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -108,9 +119,29 @@ impl RecordLog {
         ))
     }
 
+    /// Opens a log for appending after its last byte, without reading it: for a log
+    /// that [`Self::open`] already read (and cut) when the agent started.
+    pub fn open_for_append(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
     /// Appends one record and fsyncs it. On failure the file is cut back so the log
     /// stays readable.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.write(payload)?;
+        self.sync_data()
+    }
+
+    /// Appends one record without waiting for the disk: it is durable once
+    /// [`Self::sync_data`] (or [`Self::sync_all`]) returns. On failure the file is cut
+    /// back so the log stays readable.
+    pub fn write(&mut self, payload: &[u8]) -> io::Result<()> {
         if payload.len() > MAX_RECORD_BYTES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -124,7 +155,7 @@ impl RecordLog {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32(payload).to_le_bytes());
         frame.extend_from_slice(payload);
-        let written = self.write_at_end(&frame);
+        let written = self.file.write_all_at(&frame, self.len);
         if written.is_err() {
             // Best effort: a half-written frame would otherwise hide later appends.
             let _ = self.file.set_len(self.len);
@@ -134,11 +165,14 @@ impl RecordLog {
         Ok(())
     }
 
-    fn write_at_end(&mut self, frame: &[u8]) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(frame)?;
+    /// Makes every record written so far durable.
+    pub fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// Makes the records and the file's metadata durable (for a new file).
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
     }
 
     pub fn path(&self) -> &Path {
@@ -154,17 +188,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = parent.join(tmp_name);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+    write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path)?;
     sync_dir(parent)
 }
 
+/// Writes `bytes` to a new (or truncated) file at `path` and makes them durable;
+/// the directory entry is not.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Makes a directory's entries (new, renamed files) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -21,6 +21,8 @@
 //! - `metrics`: the Prometheus metrics.
 //! - [`status_updates`]: reliable, ordered, checkpointed status-update streams.
 //! - [`checkpoint`]: atomic files and checksummed append-only record logs.
+//! - `journal`: group commit of the checkpoints off the actor, and the rule that
+//!   nothing leaves the actor before what it depends on is durable.
 //! - `meta`: what is checkpointed where under `work_dir`.
 //! - `procfs`: process session and start time from /proc.
 //! - [`resource_detection`]: cpus, mem, disk, ports, and operator overrides.
@@ -36,6 +38,7 @@ pub mod containerizer;
 pub mod error;
 mod executor_api;
 mod http;
+mod journal;
 mod master_link;
 mod meta;
 mod metrics;

@@ -268,6 +268,9 @@ impl MasterLink {
                         "master" => master, "timeout" => ?ping_timeout);
                     break;
                 }
+                // The actor stopped (it could not checkpoint): answering pings for an
+                // agent that does nothing else would hide that from the master.
+                () = self.actor.closed() => break,
             }
         }
         let _ = self.actor.send(Command::Disconnected).await;

@@ -9,14 +9,13 @@
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/forked.pid      ForkedPid
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/tasks/<tid>/task.info     TaskInfo
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/tasks/<tid>/task.updates  UpdateRecord log
+//! work_dir/meta/staging/                                   files being written (emptied at start)
 //! work_dir/frameworks/<fid>/executors/<eid>/runs/<run>/{stdout,stderr}   the sandbox
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use agora_proto as pb;
-
-use crate::checkpoint;
 
 pub const AGENT_ID_FILE: &str = "agent_id";
 pub const FRAMEWORK_INFO_FILE: &str = "framework.info";
@@ -65,6 +64,22 @@ pub fn meta_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("meta")
 }
 
+/// Where the journal stages files before renaming them into place.
+pub fn staging_dir(work_dir: &Path) -> PathBuf {
+    meta_dir(work_dir).join("staging")
+}
+
+/// Empties (or creates) the staging directory: what a crashed agent left there was
+/// never renamed into place, so nothing refers to it.
+pub fn reset_staging(work_dir: &Path) -> std::io::Result<()> {
+    let staging = staging_dir(work_dir);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(&staging)
+}
+
 pub fn agent_id_path(work_dir: &Path) -> PathBuf {
     meta_dir(work_dir).join(AGENT_ID_FILE)
 }
@@ -109,12 +124,7 @@ pub fn sandbox_dir(
         .join(run_id)
 }
 
-/// Writes a protobuf message atomically.
-pub fn write_message(path: &Path, message: &impl prost::Message) -> std::io::Result<()> {
-    checkpoint::write_atomic(path, &message.encode_to_vec())
-}
-
-/// Reads a protobuf message written by [`write_message`].
+/// Reads a protobuf message checkpointed whole (see `journal`).
 pub fn read_message<M: prost::Message + Default>(path: &Path) -> std::io::Result<M> {
     let bytes = std::fs::read(path)?;
     M::decode(bytes.as_slice()).map_err(|e| {
@@ -143,17 +153,6 @@ pub fn read_agent_id(work_dir: &Path) -> std::io::Result<Option<String>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-pub fn write_agent_id(work_dir: &Path, agent_id: &str) -> std::io::Result<()> {
-    checkpoint::write_atomic(&agent_id_path(work_dir), agent_id.as_bytes())
-}
-
-pub fn forget_agent_id(work_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(agent_id_path(work_dir)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 

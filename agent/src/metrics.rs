@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics, served as text on `/metrics`.
 
 use prometheus_client::encoding::text::encode;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -27,6 +29,12 @@ pub struct Metrics {
     pub status_update_acks: Counter,
     /// Messages from the master or executors refused as invalid.
     pub invalid_messages: Counter,
+    /// Batches of checkpoint ops written (group commits).
+    pub checkpoint_batches: Counter,
+    /// Checkpoint ops written; divided by the batches, how many share a commit.
+    pub checkpoint_ops: Counter,
+    /// Time spent writing and syncing checkpoint batches.
+    pub checkpoint_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -42,6 +50,9 @@ impl Metrics {
             status_updates_sent: Counter::default(),
             status_update_acks: Counter::default(),
             invalid_messages: Counter::default(),
+            checkpoint_batches: Counter::default(),
+            checkpoint_ops: Counter::default(),
+            checkpoint_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -88,6 +99,21 @@ impl Metrics {
             "agora_agent_invalid_messages",
             "Messages from the master or executors refused as invalid",
             metrics.invalid_messages.clone(),
+        );
+        registry.register(
+            "agora_agent_checkpoint_batches",
+            "Batches of checkpoint writes made durable together (group commits)",
+            metrics.checkpoint_batches.clone(),
+        );
+        registry.register(
+            "agora_agent_checkpoint_ops",
+            "Checkpoint writes, removals and log appends",
+            metrics.checkpoint_ops.clone(),
+        );
+        registry.register(
+            "agora_agent_checkpoint_seconds",
+            "Time spent writing and syncing checkpoint batches",
+            metrics.checkpoint_seconds.clone(),
         );
         Metrics {
             registry,

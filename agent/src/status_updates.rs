@@ -2,7 +2,10 @@
 //! master, as Mesos' `TaskStatusUpdateManager` does it.
 //!
 //! Each task has one stream. An update is checkpointed to the task's log (when the
-//! task has one) before anything else happens to it, then queued. Only the head of a
+//! task has one) before anything else happens to it, then queued: the manager does
+//! no I/O itself but hands out each record as a [`LogWrite`]
+//! ([`StatusUpdateManager::take_writes`]), and its caller makes the records durable
+//! before it acts on anything the manager returned (sends, acknowledges). Only the head of a
 //! stream is in flight: it is sent when it becomes the head, resent when the agent
 //! (re)connects, and retried while connected after `retry_min`, doubling up to
 //! `retry_max`, until the master forwards the framework's acknowledgement of its uuid.
@@ -14,15 +17,15 @@
 //! when to wake up and calls [`StatusUpdateManager::due`] then, so the logic is
 //! testable with paused tokio time and needs no task of its own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_proto as pb;
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::checkpoint::RecordLog;
+use crate::checkpoint::{MAX_RECORD_BYTES, RecordLog};
 use crate::meta::UpdateRecord;
 
 /// Identifies one task's stream.
@@ -102,12 +105,61 @@ pub struct Recovered {
     pub torn_tail: bool,
 }
 
+/// A record for a stream's log, to be made durable by the caller.
+#[derive(Debug, PartialEq)]
+pub struct LogWrite {
+    /// The log (`task.updates`).
+    pub path: PathBuf,
+    /// An encoded [`UpdateRecord`], at most [`MAX_RECORD_BYTES`].
+    pub record: Vec<u8>,
+    /// The log's first record: the file is created (replacing any old one).
+    pub create: bool,
+}
+
 /// When the head of a stream is due again.
 #[derive(Debug, Clone, Copy)]
 struct Retry {
     at: Instant,
     /// The wait that led to `at`; the next one is twice as long, up to `retry_max`.
     backoff: Duration,
+    /// Tells this retry's entry in [`Retries::index`] from others due at `at`.
+    slot: u64,
+}
+
+/// Every scheduled retry, earliest first, so that finding the next one (which the
+/// actor does on every turn) and the due ones does not visit every stream.
+#[derive(Debug, Default)]
+struct Retries {
+    /// `(at, slot)` of each stream's [`Retry`] → the stream. Invariant: holds exactly
+    /// the `retry` of every stream that has one.
+    index: BTreeMap<(Instant, u64), StreamKey>,
+    /// The slot the next retry gets.
+    next_slot: u64,
+}
+
+impl Retries {
+    /// Replaces `key`'s retry (`current`) with one at `at` after waiting `backoff`,
+    /// or with none.
+    fn set(
+        &mut self,
+        key: &StreamKey,
+        current: &mut Option<Retry>,
+        next: Option<(Instant, Duration)>,
+    ) {
+        self.unset(current);
+        if let Some((at, backoff)) = next {
+            self.next_slot += 1;
+            let slot = self.next_slot;
+            self.index.insert((at, slot), key.clone());
+            *current = Some(Retry { at, backoff, slot });
+        }
+    }
+
+    fn unset(&mut self, current: &mut Option<Retry>) {
+        if let Some(old) = current.take() {
+            self.index.remove(&(old.at, old.slot));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +174,9 @@ struct UpdateStream {
     terminal_received: bool,
     /// The checkpoint; `None` for streams of tasks that never had a sandbox (e.g. a
     /// launch refused up front), which cannot be recovered after a restart anyway.
-    log: Option<RecordLog>,
+    log: Option<PathBuf>,
+    /// A record was written to `log` (or it was recovered): later ones append.
+    log_exists: bool,
     /// Set while connected and something is pending.
     retry: Option<Retry>,
 }
@@ -138,16 +192,32 @@ impl UpdateStream {
         Some(head)
     }
 
-    fn append(&mut self, record: &UpdateRecord, task_id: &str) -> Result<(), StatusUpdateError> {
-        if let Some(log) = &mut self.log {
-            log.append(&record.encode_to_vec()).map_err(|source| {
-                StatusUpdateError::Checkpoint {
-                    task_id: task_id.to_string(),
-                    source,
-                }
-            })?;
+    /// The write that checkpoints `record`, if the stream has a log.
+    fn record(
+        &mut self,
+        record: &UpdateRecord,
+        task_id: &str,
+    ) -> Result<Option<LogWrite>, StatusUpdateError> {
+        let Some(path) = &self.log else {
+            return Ok(None);
+        };
+        let record = record.encode_to_vec();
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(StatusUpdateError::Checkpoint {
+                task_id: task_id.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("a record of {} bytes is too large", record.len()),
+                ),
+            });
         }
-        Ok(())
+        let create = !self.log_exists;
+        self.log_exists = true;
+        Ok(Some(LogWrite {
+            path: path.clone(),
+            record,
+            create,
+        }))
     }
 
     /// Applies one record, as `update`/`acknowledge` did when it was written.
@@ -190,6 +260,10 @@ pub struct StatusUpdateManager {
     retry_max: Duration,
     /// Whether a master is attached; no update is sent or retried while not.
     connected: bool,
+    /// Records accepted and not yet taken by [`Self::take_writes`], in order.
+    writes: Vec<LogWrite>,
+    /// The streams' retries by time.
+    retries: Retries,
 }
 
 impl StatusUpdateManager {
@@ -199,11 +273,20 @@ impl StatusUpdateManager {
             retry_min,
             retry_max: retry_max.max(retry_min),
             connected: false,
+            writes: Vec::new(),
+            retries: Retries::default(),
         }
     }
 
-    /// Accepts an update: checkpoints it to `checkpoint` (the task's log; created
-    /// with the stream) and queues it. `update.status.uuid` must be set.
+    /// The records to checkpoint since the last call, in order. The caller makes
+    /// them durable before it sends or acknowledges anything returned meanwhile.
+    pub fn take_writes(&mut self) -> Vec<LogWrite> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Accepts an update: queues it, and its record for `checkpoint` (the task's log,
+    /// created with the stream's first record) in [`Self::take_writes`].
+    /// `update.status.uuid` must be set.
     pub fn update(
         &mut self,
         update: pb::StatusUpdate,
@@ -221,19 +304,10 @@ impl StatusUpdateManager {
         }
         let key = StreamKey::new(&framework_id.value, &task_id.value);
         if !self.streams.contains_key(&key) {
-            let log = match checkpoint {
-                Some(path) => Some(RecordLog::create(path).map_err(|source| {
-                    StatusUpdateError::Checkpoint {
-                        task_id: key.task_id.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
             self.streams.insert(
                 key.clone(),
                 UpdateStream {
-                    log,
+                    log: checkpoint.map(Path::to_path_buf),
                     ..UpdateStream::default()
                 },
             );
@@ -261,16 +335,15 @@ impl StatusUpdateManager {
             update: Some(update.clone()),
             ack: Vec::new(),
         };
-        stream.append(&record, &key.task_id)?;
+        let write = stream.record(&record, &key.task_id)?;
+        self.writes.extend(write);
         stream.seen.insert(status.uuid.clone());
         stream.terminal_received = agora_core::task_state::is_terminal_raw(status.state);
         stream.latest = Some(status);
         stream.pending.push_back(update);
         if stream.pending.len() == 1 && connected {
-            stream.retry = Some(Retry {
-                at: now + retry_min,
-                backoff: retry_min,
-            });
+            self.retries
+                .set(&key, &mut stream.retry, Some((now + retry_min, retry_min)));
             return Ok(Accepted::Forward(Box::new(
                 stream.head_to_send().unwrap_or_default(),
             )));
@@ -302,28 +375,25 @@ impl StatusUpdateManager {
             update: None,
             ack: uuid.to_vec(),
         };
-        stream.append(&record, &key.task_id)?;
+        let write = stream.record(&record, &key.task_id)?;
+        self.writes.extend(write);
         let finished = stream
             .pending
             .pop_front()
             .and_then(|u| u.status)
             .is_some_and(|s| agora_core::task_state::is_terminal_raw(s.state));
         if finished {
+            self.retries.unset(&mut stream.retry);
             self.streams.remove(key);
             return Ok(Acknowledged::Finished);
         }
-        stream.retry = None;
         let next = if connected {
             stream.head_to_send().map(Box::new)
         } else {
             None
         };
-        if next.is_some() {
-            stream.retry = Some(Retry {
-                at: now + retry_min,
-                backoff: retry_min,
-            });
-        }
+        let retry = next.is_some().then_some((now + retry_min, retry_min));
+        self.retries.set(key, &mut stream.retry, retry);
         Ok(Acknowledged::Next { next })
     }
 
@@ -339,10 +409,8 @@ impl StatusUpdateManager {
             if let Some(stream) = self.streams.get_mut(&key)
                 && let Some(head) = stream.head_to_send()
             {
-                stream.retry = Some(Retry {
-                    at: now + self.retry_min,
-                    backoff: self.retry_min,
-                });
+                let retry = Some((now + self.retry_min, self.retry_min));
+                self.retries.set(&key, &mut stream.retry, retry);
                 out.push(head);
             }
         }
@@ -355,29 +423,31 @@ impl StatusUpdateManager {
         for stream in self.streams.values_mut() {
             stream.retry = None;
         }
+        self.retries.index.clear();
     }
 
     /// When the earliest retry is due, if any.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.streams
-            .values()
-            .filter_map(|s| s.retry.map(|r| r.at))
-            .min()
+        self.retries.index.keys().next().map(|(at, _)| *at)
     }
 
     /// Heads whose retry is due at `now`, to resend; each waits twice as long next.
     pub fn due(&mut self, now: Instant) -> Vec<pb::StatusUpdate> {
+        let due: Vec<StreamKey> = self
+            .retries
+            .index
+            .range(..=(now, u64::MAX))
+            .map(|(_, key)| key.clone())
+            .collect();
         let mut out = Vec::new();
-        for stream in self.streams.values_mut() {
-            let Some(retry) = stream.retry else { continue };
-            if retry.at > now {
+        for key in due {
+            let Some(stream) = self.streams.get_mut(&key) else {
                 continue;
-            }
+            };
+            let Some(retry) = stream.retry else { continue };
             let backoff = (retry.backoff * 2).min(self.retry_max);
-            stream.retry = Some(Retry {
-                at: now + backoff,
-                backoff,
-            });
+            self.retries
+                .set(&key, &mut stream.retry, Some((now + backoff, backoff)));
             if let Some(head) = stream.head_to_send() {
                 out.push(head);
             }
@@ -385,9 +455,10 @@ impl StatusUpdateManager {
         out
     }
 
-    /// Rebuilds a stream from its log after a restart. A finished stream is not kept.
+    /// Rebuilds a stream from its log after a restart (cutting off a torn tail). A
+    /// finished stream is not kept.
     pub fn recover(&mut self, key: StreamKey, log_path: &Path) -> std::io::Result<Recovered> {
-        let (log, contents) = RecordLog::open(log_path)?;
+        let (_, contents) = RecordLog::open(log_path)?;
         let mut stream = UpdateStream::default();
         let mut finished = false;
         for bytes in &contents.records {
@@ -405,7 +476,8 @@ impl StatusUpdateManager {
             torn_tail: contents.torn_tail,
         };
         if !finished {
-            stream.log = Some(log);
+            stream.log = Some(log_path.to_path_buf());
+            stream.log_exists = true;
             self.streams.insert(key, stream);
         }
         Ok(recovered)
@@ -413,12 +485,21 @@ impl StatusUpdateManager {
 
     /// Forgets a stream (its task is gone for another reason).
     pub fn remove(&mut self, key: &StreamKey) {
-        self.streams.remove(key);
+        if let Some(mut stream) = self.streams.remove(key) {
+            self.retries.unset(&mut stream.retry);
+        }
     }
 
     /// Forgets every stream of a framework (it was shut down).
     pub fn remove_framework(&mut self, framework_id: &str) {
-        self.streams.retain(|k, _| k.framework_id != framework_id);
+        let retries = &mut self.retries;
+        self.streams.retain(|k, stream| {
+            let keep = k.framework_id != framework_id;
+            if !keep {
+                retries.unset(&mut stream.retry);
+            }
+            keep
+        });
     }
 
     pub fn contains(&self, key: &StreamKey) -> bool {
@@ -471,6 +552,87 @@ mod tests {
 
     fn manager() -> StatusUpdateManager {
         StatusUpdateManager::new(Duration::from_secs(10), Duration::from_secs(60))
+    }
+
+    /// Does what the agent's journal does with the manager's records.
+    fn write_out(m: &mut StatusUpdateManager) {
+        for w in m.take_writes() {
+            let mut log = if w.create {
+                RecordLog::create(&w.path).unwrap()
+            } else {
+                RecordLog::open_for_append(&w.path).unwrap()
+            };
+            log.append(&w.record).unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_accepted_update_and_ack_yields_one_record_for_its_log() {
+        let mut m = manager();
+        let now = Instant::now();
+        m.connected(now);
+        let path = std::path::PathBuf::from("/nonexistent/task.updates");
+        m.update(update("t", TaskState::TaskStarting, 1), Some(&path), now)
+            .unwrap();
+        m.update(update("t", TaskState::TaskStarting, 1), Some(&path), now)
+            .unwrap();
+        m.update(update("t", TaskState::TaskRunning, 2), Some(&path), now)
+            .unwrap();
+        m.acknowledge(&key("t"), &[9; 16], now).unwrap();
+        m.acknowledge(&key("t"), &[1; 16], now).unwrap();
+        // A stream without a log checkpoints nothing.
+        m.update(update("u", TaskState::TaskFailed, 3), None, now)
+            .unwrap();
+        let writes = m.take_writes();
+        let records: Vec<(bool, UpdateRecord)> = writes
+            .iter()
+            .map(|w| {
+                assert_eq!(w.path, path);
+                (w.create, UpdateRecord::decode(w.record.as_slice()).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            records.len(),
+            3,
+            "one per update and ack; none for the duplicate"
+        );
+        assert!(records[0].0 && !records[1].0 && !records[2].0);
+        assert_eq!(uuid_of(records[0].1.update.as_ref().unwrap()), vec![1; 16]);
+        assert_eq!(uuid_of(records[1].1.update.as_ref().unwrap()), vec![2; 16]);
+        assert_eq!(records[2].1.ack, vec![1; 16]);
+        assert!(m.take_writes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earliest_retry_is_found_among_many_streams_and_forgotten_with_them() {
+        let mut m = manager();
+        m.connected(Instant::now());
+        for (i, task) in ["a", "b", "c"].into_iter().enumerate() {
+            m.update(
+                update(task, TaskState::TaskRunning, i as u8),
+                None,
+                Instant::now(),
+            )
+            .unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let start = Instant::now() - Duration::from_secs(3);
+        assert_eq!(m.next_retry(), Some(start + Duration::from_secs(10)));
+        // "a" is due first; resent, it waits 20 s and "b" becomes the earliest.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let resent = m.due(Instant::now());
+        assert_eq!(
+            resent.iter().map(uuid_of).collect::<Vec<_>>(),
+            vec![vec![0; 16]]
+        );
+        assert_eq!(m.next_retry(), Some(start + Duration::from_secs(11)));
+        m.remove(&key("b"));
+        assert_eq!(m.next_retry(), Some(start + Duration::from_secs(12)));
+        m.acknowledge(&key("c"), &[2; 16], Instant::now()).unwrap();
+        assert_eq!(m.next_retry(), Some(start + Duration::from_secs(30)));
+        m.remove_framework("fw");
+        assert_eq!(m.next_retry(), None);
+        assert!(m.due(Instant::now() + Duration::from_secs(3600)).is_empty());
     }
 
     fn temp_dir() -> std::path::PathBuf {
@@ -674,6 +836,7 @@ mod tests {
             m.acknowledge(&key("t"), &[1; 16], now).unwrap();
             m.update(update("t", TaskState::TaskFinished, 3), Some(&path), now)
                 .unwrap();
+            write_out(&mut m);
         }
         // The agent died while writing the third update.
         let bytes = std::fs::read(&path).unwrap();
@@ -710,6 +873,14 @@ mod tests {
             m.acknowledge(&key("t"), &[3; 16], now).unwrap(),
             Acknowledged::Finished
         );
+        let writes = m.take_writes();
+        assert!(writes.iter().all(|w| !w.create && w.path == path));
+        for w in writes {
+            RecordLog::open_for_append(&w.path)
+                .unwrap()
+                .append(&w.record)
+                .unwrap();
+        }
 
         // Read again, the log shows a finished stream.
         let mut m = manager();

@@ -602,3 +602,144 @@ async fn shutting_down_a_framework_kills_its_tasks_and_forgets_it() {
     .expect("the framework's checkpoints are removed");
     agent.shutdown().await;
 }
+
+/// The status-update log of the (only) run of a command task.
+fn task_log(work_dir: &std::path::Path, framework_id: &str, task_id: &str) -> std::path::PathBuf {
+    let runs = work_dir
+        .join("meta/frameworks")
+        .join(framework_id)
+        .join("executors")
+        .join(task_id)
+        .join("runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("the run is checkpointed")
+        .next()
+        .expect("one run")
+        .expect("readable")
+        .path();
+    run.join("tasks").join(task_id).join("task.updates")
+}
+
+#[tokio::test]
+async fn finished_tasks_leave_no_checkpoints_and_the_agent_keeps_going() {
+    let dir = TempDir::new("cleanup");
+    let mut master = FakeMaster::start().await;
+    let agent = start_agent(config(master.addr, dir.path())).await;
+    let mut link = master.attach().await;
+    link.accept("agent-1", 30.0).await;
+    let meta = dir.path().join("meta").join("frameworks").join("fw");
+    for task in ["first", "second"] {
+        link.run_task(framework("fw"), shell_task(task, "true"))
+            .await;
+        let mut statuses: Vec<pb::TaskStatus> = Vec::new();
+        while statuses
+            .last()
+            .is_none_or(|s| s.state != TaskState::TaskFinished as i32)
+        {
+            let update = link.next_update().await;
+            let status = update.status.clone().unwrap();
+            // Forwarded only once its record is on disk.
+            let log = std::fs::read(task_log(dir.path(), "fw", task)).unwrap();
+            assert!(
+                log.windows(status.uuid.len()).any(|w| w == status.uuid),
+                "{} was sent before it was checkpointed",
+                state_name(status.state)
+            );
+            link.ack(&update).await;
+            // A retry that crossed the acknowledgement is no new update.
+            if statuses.last().is_none_or(|s| s.uuid != status.uuid) {
+                statuses.push(status);
+            }
+        }
+        assert_eq!(
+            states(&statuses),
+            vec!["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+        );
+        let exited = link.executor_exited().await;
+        assert_eq!(exited.executor_id.unwrap().value, task);
+        // The agent sends nothing before what it did earlier is on disk, so once the
+        // answer to this kill (of a task it never saw) is here, the finished task's
+        // checkpoints are gone.
+        let ghost = format!("ghost-of-{task}");
+        link.kill_task("fw", &ghost, None).await;
+        let lost = link.next_update().await;
+        let status = lost.status.clone().unwrap();
+        assert_eq!(status.task_id.unwrap().value, ghost);
+        assert_eq!(state_name(status.state), "TASK_LOST");
+        assert!(!meta.exists(), "checkpoints of finished tasks are removed");
+        link.ack(&lost).await;
+    }
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kill_waiting_for_a_recovered_executor_keeps_its_grace_period() {
+    let dir = TempDir::new("killpolicy");
+    let mut master = FakeMaster::start().await;
+    let mut config = config(master.addr, dir.path());
+    // Far beyond the test's patience: only the kill's own grace period ends the task.
+    config.default_kill_grace = Duration::from_secs(600);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agent = agora_agent::Agent::start(config.clone(), listener)
+        .await
+        .unwrap();
+    let mut link = master.attach().await;
+    link.accept("agent-1", 30.0).await;
+    // Prints its session: the executor's pid (it leads the session).
+    let task = shell_task(
+        "stubborn",
+        "trap '' TERM; cut -d' ' -f6 /proc/$$/stat; while true; do sleep 0.05; done",
+    );
+    link.run_task(framework("fw"), task).await;
+    link.ack_until(TaskState::TaskRunning).await;
+    let sandbox = sandboxes(dir.path(), "fw", "stubborn").remove(0);
+    let executor: i32 = tokio::time::timeout(WAIT, async {
+        loop {
+            let out = std::fs::read_to_string(sandbox.join("stdout")).unwrap_or_default();
+            if let Some(Ok(pid)) = out.lines().next().map(|l| l.trim().parse()) {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the task starts");
+    agent.shutdown().await;
+    drop(link);
+
+    // Frozen, the executor cannot re-subscribe before the restarted agent has the kill.
+    // SAFETY: kill only sends a signal, to the executor this test started.
+    assert_eq!(unsafe { libc::kill(executor, libc::SIGSTOP) }, 0);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let agent = agora_agent::Agent::start(config, listener).await.unwrap();
+    let mut link = master.attach().await;
+    link.accept("agent-1", 30.0).await;
+    link.kill_task("fw", "stubborn", Some(0.3)).await;
+    // Handled in order: once this one is answered, the kill above is recorded.
+    link.kill_task("fw", "ghost", None).await;
+    let lost = link
+        .find(|m| match m {
+            FromAgent::StatusUpdate(u)
+                if u.status
+                    .as_ref()
+                    .and_then(|s| s.task_id.as_ref())
+                    .is_some_and(|t| t.value == "ghost") =>
+            {
+                Some(u.clone())
+            }
+            _ => None,
+        })
+        .await;
+    link.ack(&lost).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(executor, libc::SIGCONT) }, 0);
+
+    // The re-subscribed executor gets the kill with the framework's 0.3 s, not the
+    // 600 s default, so SIGKILL follows promptly.
+    let statuses = link.updates_until_terminal().await;
+    let killed = statuses.last().unwrap();
+    assert_eq!(state_name(killed.state), "TASK_KILLED");
+    assert!(killed.message.contains("SIGKILL"), "{}", killed.message);
+    agent.shutdown().await;
+}

@@ -10,12 +10,14 @@ use agora_proto::TaskState;
 use agora_proto::agent_message::Message as ToMaster;
 use agora_proto::executor_event::Event;
 use agora_proto::task_status::{Reason, Source};
-use slog::{info, warn};
+use prost::Message as _;
+use slog::{error, info, warn};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{AgentActor, Command, EXECUTOR_EVENT_QUEUE, EventReceiver, Executor, Phase};
+use super::{AgentActor, Command, EXECUTOR_EVENT_QUEUE, Effect, EventReceiver, Phase};
 use crate::containerizer::{ContainerId, LaunchSpec, Termination};
+use crate::journal::DiskOp;
 use crate::meta;
 use crate::procfs;
 use crate::status_updates::{StatusUpdateError, StreamKey};
@@ -49,16 +51,6 @@ fn same_token(a: &str, b: &str) -> bool {
 }
 
 impl AgentActor {
-    /// Queues an event for a subscribed executor; false if it has no live stream.
-    pub(super) fn send_event(executor: &Executor, event: Event) -> bool {
-        let Some(events) = &executor.events else {
-            return false;
-        };
-        events
-            .try_send(Ok(pb::ExecutorEvent { event: Some(event) }))
-            .is_ok()
-    }
-
     /// Launches a container in the background; reports `ContainerLaunched`, then
     /// `ContainerExited` when it ends.
     pub(super) fn start_container(&self, spec: LaunchSpec) {
@@ -66,12 +58,31 @@ impl AgentActor {
         let commands = self.commands.clone();
         let container_id = spec.container_id.clone();
         tokio::spawn(async move {
-            match containerizer.launch(spec).await {
+            // The sandbox is no checkpoint: it is made here, next to the journal's
+            // writer rather than by it.
+            let sandbox = spec.sandbox.clone();
+            let created = tokio::task::spawn_blocking(move || std::fs::create_dir_all(&sandbox))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let launched = match created {
+                Ok(()) => containerizer.launch(spec).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "cannot create the sandbox {}: {e}",
+                    spec.sandbox.display()
+                )),
+            };
+            match launched {
                 Ok(launched) => {
+                    // Read at once: the start time tells this process from a later
+                    // one with the same pid when a restarted agent reattaches.
+                    let forked = launched.pid.map(|pid| meta::ForkedPid {
+                        pid,
+                        start_time: procfs::start_time(pid).unwrap_or(0),
+                    });
                     let _ = commands
                         .send(Command::ContainerLaunched {
                             container_id: container_id.clone(),
-                            result: Ok(launched.pid),
+                            result: Ok(forked),
                         })
                         .await;
                     let termination = launched.termination.await;
@@ -86,12 +97,68 @@ impl AgentActor {
                     let _ = commands
                         .send(Command::ContainerLaunched {
                             container_id,
-                            result: Err(e.to_string()),
+                            result: Err(e),
                         })
                         .await;
                 }
             }
         });
+    }
+
+    /// The checkpoints of a launching executor were written (or could not be):
+    /// starts it, unless it was killed meanwhile or the agent is stopping (`start`).
+    pub(super) fn launch_prepared(
+        &mut self,
+        container_id: &ContainerId,
+        result: Result<(), String>,
+        start: bool,
+    ) {
+        let Some(executor) = self.executors.get_mut(container_id) else {
+            return;
+        };
+        let Some(spec) = executor.launch.take() else {
+            return;
+        };
+        match result {
+            Ok(()) if executor.destroy_when_started => {
+                // Its tasks were killed while the checkpoints were written.
+                self.executor_gone(
+                    container_id,
+                    &Termination {
+                        message: "never started: its tasks were killed first".into(),
+                        ..Termination::default()
+                    },
+                    TaskState::TaskKilled,
+                    Reason::TaskKilledDuringLaunch,
+                    "killed before the executor started the task",
+                );
+            }
+            Ok(()) if start => self.start_container(spec),
+            // The agent is stopping; a restarted agent finds the executor never ran.
+            Ok(()) => {}
+            Err(e) => {
+                error!(self.logger, "cannot checkpoint the executor; failing its tasks"; "container" => %container_id, "error" => &e);
+                let framework_id = executor.framework_id.clone();
+                let task_ids: Vec<String> = executor.tasks.iter().cloned().collect();
+                let run_meta = executor.meta_dir.clone();
+                // Their checkpoint directory may be half made: their failure is
+                // reported without one, and the directory goes.
+                for task_id in task_ids {
+                    if let Some(task) = self.tasks.get_mut(&StreamKey::new(&framework_id, task_id))
+                    {
+                        task.meta_dir = None;
+                    }
+                }
+                self.remove_meta(&run_meta);
+                self.executor_gone(
+                    container_id,
+                    &Termination::default(),
+                    TaskState::TaskFailed,
+                    Reason::ContainerLaunchFailed,
+                    &format!("cannot checkpoint the executor: {e}"),
+                );
+            }
+        }
     }
 
     /// Watches a container found running after a restart.
@@ -182,15 +249,12 @@ impl AgentActor {
         let resubscribed = executor.phase == Phase::Subscribed;
         let reattached = executor.phase == Phase::Recovering;
         executor.phase = Phase::Subscribed;
-        executor.events = Some(events);
-        Self::send_event(
-            executor,
-            Event::Subscribed(pb::executor_event::Subscribed {
-                executor_info: Some(executor.info.clone()),
-                framework_info: Some(framework_info),
-                agent_info: Some(agent_info),
-            }),
-        );
+        executor.events = Some(events.clone());
+        let mut to_send = vec![Event::Subscribed(pb::executor_event::Subscribed {
+            executor_info: Some(executor.info.clone()),
+            framework_info: Some(framework_info),
+            agent_info: Some(agent_info),
+        })];
         let known: HashSet<&str> = request
             .unacknowledged_tasks
             .iter()
@@ -208,30 +272,25 @@ impl AgentActor {
             }
             if !task.launched {
                 task.launched = true;
-                Self::send_event(
-                    executor,
-                    Event::Launch(pb::executor_event::Launch {
-                        task: Some(task.info.clone()),
-                    }),
-                );
+                to_send.push(Event::Launch(pb::executor_event::Launch {
+                    task: Some(task.info.clone()),
+                }));
             }
             if task.kill_requested && !executor.shutdown_requested {
-                Self::send_event(
-                    executor,
-                    Event::Kill(pb::executor_event::Kill {
-                        task_id: task.info.task_id.clone(),
-                        kill_policy: None,
-                    }),
-                );
+                // Resent with the grace period the framework asked for.
+                to_send.push(Event::Kill(pb::executor_event::Kill {
+                    task_id: task.info.task_id.clone(),
+                    kill_policy: task.kill_policy,
+                }));
             }
         }
         if executor.shutdown_requested {
-            Self::send_event(
-                executor,
-                Event::Shutdown(pb::executor_event::Shutdown {
-                    grace_period_seconds: grace,
-                }),
-            );
+            to_send.push(Event::Shutdown(pb::executor_event::Shutdown {
+                grace_period_seconds: grace,
+            }));
+        }
+        for event in to_send {
+            self.emit(Effect::Event(events.clone(), Box::new(event)));
         }
         info!(self.logger, "executor subscribed";
             "framework_id" => &framework_id, "executor_id" => &executor_id, "resubscribed" => resubscribed, "reattached" => reattached);
@@ -312,15 +371,17 @@ impl AgentActor {
             }
             Err(e) => return Err(invalid_argument(e)),
         }
-        if let Some(executor) = self.executors.get(container_id) {
-            Self::send_event(
-                executor,
-                Event::Acknowledged(pb::executor_event::Acknowledged {
-                    task_id: Some(pb::TaskId { value: task_id }),
-                    uuid,
-                }),
-            );
-        }
+        let events = self
+            .executors
+            .get(container_id)
+            .and_then(|e| e.events.clone());
+        self.emit_event(
+            events,
+            Event::Acknowledged(pb::executor_event::Acknowledged {
+                task_id: Some(pb::TaskId { value: task_id }),
+                uuid,
+            }),
+        );
         Ok(())
     }
 
@@ -342,29 +403,27 @@ impl AgentActor {
     pub(super) fn container_launched(
         &mut self,
         container_id: &ContainerId,
-        result: Result<Option<u32>, String>,
+        result: Result<Option<meta::ForkedPid>, String>,
     ) {
         match result {
-            Ok(pid) => {
+            Ok(forked) => {
                 let Some(executor) = self.executors.get_mut(container_id) else {
                     return;
                 };
                 if executor.phase == Phase::Launching {
                     executor.phase = Phase::Started;
                 }
-                if let Some(pid) = pid {
-                    let forked = meta::ForkedPid {
-                        pid,
-                        start_time: procfs::start_time(pid).unwrap_or(0),
-                    };
-                    if let Err(e) =
-                        meta::write_message(&executor.meta_dir.join(meta::FORKED_PID_FILE), &forked)
-                    {
-                        warn!(self.logger, "could not checkpoint the executor pid; a restarted agent will not reattach";
-                            "error" => %e);
-                    }
+                let destroy = executor.destroy_when_started;
+                if let Some(forked) = forked {
+                    // Without it a restarted agent cannot reattach (a failure is
+                    // logged with the batch's warnings).
+                    let path = executor.meta_dir.join(meta::FORKED_PID_FILE);
+                    self.checkpoint(DiskOp::WriteFile {
+                        path,
+                        bytes: forked.encode_to_vec(),
+                    });
                 }
-                if executor.destroy_when_started {
+                if destroy {
                     self.destroy(container_id);
                 }
             }
@@ -563,8 +622,9 @@ impl AgentActor {
         }
         match executor.phase {
             Phase::Subscribed => {
-                Self::send_event(
-                    executor,
+                let events = executor.events.clone();
+                self.emit_event(
+                    events,
                     Event::Shutdown(pb::executor_event::Shutdown {
                         grace_period_seconds: grace.as_secs_f64(),
                     }),

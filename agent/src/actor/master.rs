@@ -9,12 +9,14 @@ use agora_proto::TaskState;
 use agora_proto::agent_message::Message as ToMaster;
 use agora_proto::master_message::Message as FromMaster;
 use agora_proto::task_status::Reason;
-use slog::{debug, error, info, warn};
+use prost::Message as _;
+use slog::{debug, info, warn};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{AgentActor, Executor, Framework, LinkState, Phase, Task, is_partition_aware};
+use super::{AgentActor, Effect, Executor, Framework, LinkState, Phase, Task, is_partition_aware};
 use crate::containerizer::{ContainerId, LaunchSpec};
+use crate::journal::DiskOp;
 use crate::meta;
 use crate::status_updates::{Acknowledged, StreamKey};
 
@@ -92,10 +94,12 @@ impl AgentActor {
             if let Some(old) = &self.agent_id {
                 warn!(self.logger, "the master assigned a new agent id"; "old" => old, "new" => &agent_id);
             }
-            if let Err(e) = meta::write_agent_id(&self.settings.work_dir, &agent_id) {
-                error!(self.logger, "could not persist the agent id; a restart will register anew";
-                    "error" => %e);
-            }
+            // A failure is logged with the batch's warnings; a restart would then
+            // register anew.
+            self.checkpoint(DiskOp::WriteFile {
+                path: meta::agent_id_path(&self.settings.work_dir),
+                bytes: agent_id.as_bytes().to_vec(),
+            });
             self.agent_id = Some(agent_id.clone());
         }
         info!(self.logger, "registered with the master"; "agent_id" => &agent_id);
@@ -150,9 +154,9 @@ impl AgentActor {
         self.tasks.clear();
         self.frameworks.clear();
         self.remove_meta(&meta::frameworks_meta_dir(&self.settings.work_dir));
-        if let Err(e) = meta::forget_agent_id(&self.settings.work_dir) {
-            error!(self.logger, "could not remove the persisted agent id"; "error" => %e);
-        }
+        self.checkpoint(DiskOp::RemoveFile {
+            path: meta::agent_id_path(&self.settings.work_dir),
+        });
         self.agent_id = None;
         self.link_state.send_replace(LinkState::default());
     }
@@ -181,13 +185,21 @@ impl AgentActor {
         }
     }
 
-    /// Records (and checkpoints) what the master says about a framework.
+    /// Records (and checkpoints) what the master says about a framework. The
+    /// checkpoint is only rewritten when the info changed: every launch carries it.
     fn remember_framework(&mut self, framework_id: &str, info: &pb::FrameworkInfo) {
-        let path = meta::framework_meta_dir(&self.settings.work_dir, framework_id)
-            .join(meta::FRAMEWORK_INFO_FILE);
-        if let Err(e) = meta::write_message(&path, info) {
-            warn!(self.logger, "could not checkpoint the framework"; "framework_id" => framework_id, "error" => %e);
+        if self
+            .frameworks
+            .get(framework_id)
+            .is_some_and(|f| f.info == *info)
+        {
+            return;
         }
+        self.checkpoint(DiskOp::WriteFile {
+            path: meta::framework_meta_dir(&self.settings.work_dir, framework_id)
+                .join(meta::FRAMEWORK_INFO_FILE),
+            bytes: info.encode_to_vec(),
+        });
         self.frameworks
             .entry(framework_id.to_string())
             .and_modify(|f| f.info = info.clone())
@@ -290,35 +302,27 @@ impl AgentActor {
 
         let mut entry = Task::new(task.clone(), &framework_id, &executor_id);
         entry.container = Some(container_id.clone());
+        entry.meta_dir = Some(task_meta.clone());
         self.tasks.insert(key.clone(), entry);
 
-        let prepared = std::fs::create_dir_all(&sandbox)
-            .and_then(|()| {
-                meta::write_message(
-                    &run_meta.join(meta::EXECUTOR_INFO_FILE),
-                    &meta::ExecutorCheckpoint {
-                        info: Some(info.clone()),
-                        token: token.clone(),
-                        sandbox: meta::path_to_bytes(&sandbox),
-                        containerizer: self.containerizer.name().to_string(),
-                    },
-                )
-            })
-            .and_then(|()| meta::write_message(&task_meta.join(meta::TASK_INFO_FILE), &task));
-        if let Err(e) = prepared {
-            error!(self.logger, "cannot prepare the executor"; "task_id" => &key.task_id, "error" => %e);
-            self.remove_meta(&run_meta);
-            self.agent_status(
-                &key,
-                TaskState::TaskFailed,
-                Reason::ContainerLaunchFailed,
-                &format!("cannot prepare the sandbox: {e}"),
-            );
-            return;
-        }
-        if let Some(entry) = self.tasks.get_mut(&key) {
-            entry.meta_dir = Some(task_meta);
-        }
+        // The executor starts once these are durable (`launch_prepared`), so a
+        // restarted agent knows every executor that may be running.
+        let checkpoint = meta::ExecutorCheckpoint {
+            info: Some(info.clone()),
+            token: token.clone(),
+            sandbox: meta::path_to_bytes(&sandbox),
+            containerizer: self.containerizer.name().to_string(),
+        };
+        self.checkpoint(DiskOp::Prepare {
+            ticket: container_id.0.clone(),
+            files: vec![
+                (
+                    run_meta.join(meta::EXECUTOR_INFO_FILE),
+                    checkpoint.encode_to_vec(),
+                ),
+                (task_meta.join(meta::TASK_INFO_FILE), task.encode_to_vec()),
+            ],
+        });
 
         let spec = LaunchSpec {
             container_id: container_id.clone(),
@@ -350,12 +354,12 @@ impl AgentActor {
                 timer: Some(timer),
                 shutdown_requested: false,
                 destroy_when_started: false,
+                launch: Some(spec),
             },
         );
         self.executor_runs
-            .insert((framework_id, executor_id), container_id.clone());
+            .insert((framework_id, executor_id), container_id);
         self.metrics.executors.inc();
-        self.start_container(spec);
     }
 
     fn command_executor_info(
@@ -536,6 +540,9 @@ impl AgentActor {
             return;
         }
         task.kill_requested = true;
+        if kill.kill_policy.is_some() {
+            task.kill_policy = kill.kill_policy;
+        }
         let executor = task
             .container
             .clone()
@@ -558,7 +565,8 @@ impl AgentActor {
                 });
                 // A broken stream is fine: the executor re-subscribes and the kill is
                 // sent again then.
-                Self::send_event(executor, event);
+                let events = executor.events.clone();
+                self.emit_event(events, event);
             }
             // It will re-subscribe (or time out); the kill is delivered then.
             Phase::Recovering => {}
@@ -652,19 +660,19 @@ impl AgentActor {
         ) {
             return self.invalid("FrameworkMessage", &e.to_string());
         }
-        let executor = self
+        let events = self
             .executor_runs
             .get(&ids)
             .and_then(|c| self.executors.get(c))
-            .filter(|e| e.events.is_some());
-        match executor {
-            Some(executor) => {
-                Self::send_event(
-                    executor,
-                    pb::executor_event::Event::Message(pb::executor_event::Message {
-                        data: message.data,
-                    }),
-                );
+            .and_then(|e| e.events.clone());
+        match events {
+            Some(events) => {
+                self.emit(Effect::Event(
+                    events,
+                    Box::new(pb::executor_event::Event::Message(
+                        pb::executor_event::Message { data: message.data },
+                    )),
+                ));
             }
             None => {
                 debug!(self.logger, "dropping a framework message for an executor that is not subscribed";
@@ -673,7 +681,11 @@ impl AgentActor {
         }
     }
 
-    pub(super) fn executor_exited_message(&self, executor: &Executor, wait_status: Option<i32>) {
+    pub(super) fn executor_exited_message(
+        &mut self,
+        executor: &Executor,
+        wait_status: Option<i32>,
+    ) {
         self.send_to_master(ToMaster::ExecutorExited(
             pb::agent_message::ExecutorExited {
                 framework_id: Some(pb::FrameworkId {

@@ -2,8 +2,11 @@
 //! status-update streams). Everything that changes state arrives as a [`Command`] on
 //! one channel — from the master link, the executor API, container watchers and
 //! timers — and is handled to completion before the next, so no lock guards any of
-//! it. Handlers never await: slow work (launching, destroying, waiting for a
-//! container) runs in spawned tasks that report back with another command.
+//! it. Handlers never await and never touch the disk: slow work (launching,
+//! destroying, waiting for a container) runs in spawned tasks that report back with
+//! another command, checkpoints go to the [`Journal`] as ops, and every output
+//! (a message to the master, an event or an answer to an executor) is an [`Effect`]
+//! the journal releases once what was checkpointed before it is durable.
 //!
 //! - [`master`]: registration and what the master sends (run, kill, ack, ...).
 //! - [`executors`]: the executor API and the life of executor containers.
@@ -23,13 +26,14 @@ use agora_core::task_state::is_terminal_raw;
 use agora_proto as pb;
 use agora_proto::agent_message::Message as ToMaster;
 use agora_proto::task_status::{Reason, Source};
-use slog::{Logger, debug, warn};
+use slog::{Logger, debug, error, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::containerizer::{ContainerId, Containerizer};
+use crate::containerizer::{ContainerId, Containerizer, LaunchSpec};
+use crate::journal::{BatchOutcome, Completion, DiskOp, DiskStore, Journal};
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::status_updates::{Accepted, StatusUpdateError, StatusUpdateManager, StreamKey};
@@ -74,10 +78,11 @@ pub(crate) enum Command {
         request: pb::ExecutorMessage,
         reply: oneshot::Sender<Result<(), Status>>,
     },
-    /// A containerizer finished launching (or failed to).
+    /// A containerizer finished launching (or failed to): the executor's pid and
+    /// start time, when it has a single process.
     ContainerLaunched {
         container_id: ContainerId,
-        result: Result<Option<u32>, String>,
+        result: Result<Option<meta::ForkedPid>, String>,
     },
     ContainerExited {
         container_id: ContainerId,
@@ -92,6 +97,17 @@ pub(crate) enum Command {
     ShutdownGraceExpired {
         container_id: ContainerId,
     },
+}
+
+/// An output of the actor. Each waits in the [`Journal`] until every checkpoint op
+/// issued before it is durable, and they leave in the order they were made.
+pub(crate) enum Effect {
+    /// For the master, on whatever link is attached when it leaves.
+    ToMaster(Box<ToMaster>),
+    /// For one executor's event stream (the one it had when the event was made).
+    Event(EventSender, Box<pb::executor_event::Event>),
+    /// An answer to whoever asked the actor (an executor call, the master link).
+    Reply(Box<dyn FnOnce() + Send>),
 }
 
 /// What the handle and the master link can observe of the registration.
@@ -157,6 +173,9 @@ struct Task {
     launched: bool,
     /// A kill (or executor shutdown) was requested.
     kill_requested: bool,
+    /// The kill policy of the latest kill that named one, resent with the kill to
+    /// an executor that re-subscribes before the task ended; `None`: the task's own.
+    kill_policy: Option<pb::KillPolicy>,
     /// Checkpoint directory (task.info, task.updates); `None` when there is none.
     meta_dir: Option<PathBuf>,
 }
@@ -172,6 +191,7 @@ impl Task {
             latest_status: None,
             launched: false,
             kill_requested: false,
+            kill_policy: None,
             meta_dir: None,
         }
     }
@@ -184,7 +204,7 @@ impl Task {
 /// Where an executor is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// The containerizer is starting it.
+    /// Its checkpoints are being written, then the containerizer starts it.
     Launching,
     /// Its process runs; it has not subscribed yet.
     Started,
@@ -216,8 +236,11 @@ struct Executor {
     /// not exit in time.
     shutdown_requested: bool,
     /// Destroy it as soon as the containerizer reports it started (it was killed
-    /// while launching).
+    /// while launching); not started at all if its checkpoints are not written yet.
     destroy_when_started: bool,
+    /// What to start once its checkpoints are durable; `None` once started (or for
+    /// a recovered executor).
+    launch: Option<LaunchSpec>,
 }
 
 /// See the module documentation.
@@ -249,6 +272,9 @@ pub(crate) struct AgentActor {
     tasks: HashMap<StreamKey, Task>,
     /// The status-update streams of `tasks`.
     updates: StatusUpdateManager,
+    /// Writes the checkpoints in batches and holds back the effects that depend on
+    /// them.
+    journal: Journal<Effect>,
 }
 
 impl AgentActor {
@@ -269,6 +295,7 @@ impl AgentActor {
             agent_id: agent_id.clone(),
             registered: false,
         });
+        let journal = Journal::new(DiskStore::new(meta::staging_dir(&settings.work_dir)));
         Self {
             settings,
             containerizer,
@@ -283,17 +310,20 @@ impl AgentActor {
             executor_runs: HashMap::new(),
             tasks: HashMap::new(),
             updates,
+            journal,
         }
     }
 
-    /// Handles commands until `shutdown` fires. Executors keep running afterwards;
-    /// their event streams end and they wait for the agent to come back.
+    /// Handles commands until `shutdown` fires (or a checkpoint cannot be written).
+    /// Executors keep running afterwards; their event streams end and they wait for
+    /// the agent to come back.
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        loop {
+        let mut failed = false;
+        while !failed {
             if *shutdown.borrow_and_update() {
                 break;
             }
@@ -308,11 +338,27 @@ impl AgentActor {
                     Some(command) => self.handle(command),
                     None => break,
                 },
+                completion = self.journal.completion() => {
+                    failed = !self.batch_written(completion, true);
+                }
                 () = sleep_until(retry_at) => {
                     let due = self.updates.due(Instant::now());
                     self.forward(due);
                 }
             }
+            // Ops gathered while the previous batch was written go out together.
+            self.checkpoint_updates();
+            self.journal.ship();
+        }
+        // Leave the checkpoints as complete as the state, for the next agent.
+        while !failed {
+            self.checkpoint_updates();
+            if self.journal.is_idle() {
+                break;
+            }
+            self.journal.ship();
+            let completion = self.journal.completion().await;
+            failed = !self.batch_written(completion, false);
         }
         for executor in self.executors.values() {
             if let Some(timer) = &executor.timer {
@@ -322,10 +368,80 @@ impl AgentActor {
         debug!(self.logger, "agent actor stopped");
     }
 
+    /// A batch of checkpoints was written: releases the effects waiting for it and
+    /// goes on with the launches it prepared (starting them only if `start`). False
+    /// if it could not be made durable: the agent must stop.
+    fn batch_written(&mut self, completion: Completion, start: bool) -> bool {
+        let (outcome, released) = self.journal.complete(completion);
+        for effect in released {
+            self.release(effect);
+        }
+        let BatchOutcome {
+            prepared,
+            warnings,
+            fatal,
+            ops,
+            took,
+        } = outcome;
+        self.metrics.checkpoint_batches.inc();
+        self.metrics.checkpoint_ops.inc_by(ops as u64);
+        self.metrics.checkpoint_seconds.inc_by(took.as_secs_f64());
+        for warning in warnings {
+            warn!(self.logger, "could not update a checkpoint"; "error" => warning);
+        }
+        if let Some(fatal) = fatal {
+            error!(self.logger, "stopping the agent: a checkpoint cannot be made durable, so nothing \
+                that depends on it may be sent; a restarted agent recovers from the disk";
+                "error" => fatal);
+            return false;
+        }
+        for (ticket, result) in prepared {
+            self.launch_prepared(&ContainerId(ticket), result, start);
+        }
+        true
+    }
+
+    /// Emits `effect` now, or once what it depends on is durable.
+    fn emit(&mut self, effect: Effect) {
+        self.checkpoint_updates();
+        if let Some(effect) = self.journal.after_durable(effect) {
+            self.release(effect);
+        }
+    }
+
+    fn release(&self, effect: Effect) {
+        match effect {
+            Effect::ToMaster(message) => self.send_to_master_now(*message),
+            Effect::Event(events, event) => {
+                // A full or closed stream is fine: the executor re-subscribes, and
+                // what matters is sent again then.
+                let _ = events.try_send(Ok(pb::ExecutorEvent {
+                    event: Some(*event),
+                }));
+            }
+            Effect::Reply(reply) => reply(),
+        }
+    }
+
+    /// Emits an event for an executor, if it has a stream.
+    fn emit_event(&mut self, events: Option<EventSender>, event: pb::executor_event::Event) {
+        if let Some(events) = events {
+            self.emit(Effect::Event(events, Box::new(event)));
+        }
+    }
+
+    /// Answers a caller once what the answer depends on is durable.
+    fn reply<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, answer: T) {
+        self.emit(Effect::Reply(Box::new(move || {
+            let _ = reply.send(answer);
+        })));
+    }
+
     fn handle(&mut self, command: Command) {
         match command {
             Command::Registration { reply } => {
-                let _ = reply.send(self.registration_message());
+                let message = self.registration_message();
+                self.reply(reply, message);
             }
             Command::Registered { agent_id, outbound } => self.registered(agent_id, outbound),
             Command::Disconnected => self.disconnected(),
@@ -335,13 +451,16 @@ impl AgentActor {
             } => self.refused(&reason, while_registering),
             Command::FromMaster(message) => self.master_message(*message),
             Command::Subscribe { request, reply } => {
-                let _ = reply.send(self.executor_subscribe(request));
+                let answer = self.executor_subscribe(request);
+                self.reply(reply, answer);
             }
             Command::Update { request, reply } => {
-                let _ = reply.send(self.executor_update(request));
+                let answer = self.executor_update(request);
+                self.reply(reply, answer);
             }
             Command::Message { request, reply } => {
-                let _ = reply.send(self.executor_message(request));
+                let answer = self.executor_message(request);
+                self.reply(reply, answer);
             }
             Command::ContainerLaunched {
                 container_id,
@@ -363,10 +482,15 @@ impl AgentActor {
         }
     }
 
+    /// Sends to the master once what the message depends on is durable.
+    fn send_to_master(&mut self, message: ToMaster) {
+        self.emit(Effect::ToMaster(Box::new(message)));
+    }
+
     /// Sends to the master if attached. Messages are dropped otherwise (or when the
     /// link is congested): status updates are resent on reconnect and by retries,
     /// and everything else is at-most-once by protocol, as in Mesos.
-    fn send_to_master(&self, message: ToMaster) {
+    fn send_to_master_now(&self, message: ToMaster) {
         let Some(outbound) = &self.outbound else {
             return;
         };
@@ -377,7 +501,7 @@ impl AgentActor {
         }
     }
 
-    fn forward(&self, updates: Vec<pb::StatusUpdate>) {
+    fn forward(&mut self, updates: Vec<pb::StatusUpdate>) {
         for update in updates {
             self.metrics.status_updates_sent.inc();
             self.send_to_master(ToMaster::StatusUpdate(update));
@@ -423,6 +547,27 @@ impl AgentActor {
             self.forward(vec![*update]);
         }
         Ok(())
+    }
+
+    /// Adds a checkpoint op to the journal, after the status-update records
+    /// accepted before it.
+    fn checkpoint(&mut self, op: DiskOp) {
+        self.checkpoint_updates();
+        self.journal.push(op);
+    }
+
+    /// Hands the records the status-update manager accepted to the journal. Every
+    /// op and every effect goes through here first (see [`Self::checkpoint`],
+    /// [`Self::emit`]), so records keep their place in the order of things and
+    /// nothing that depends on one is released before it is durable.
+    fn checkpoint_updates(&mut self) {
+        for write in self.updates.take_writes() {
+            self.journal.push(DiskOp::Append {
+                log: write.path,
+                record: write.record,
+                create: write.create,
+            });
+        }
     }
 
     /// A status the agent itself generates for a task it knows.
@@ -518,7 +663,7 @@ impl AgentActor {
 
     /// Removes an exited executor run's checkpoints once no tracked task needs them.
     fn forget_run_if_unused(
-        &self,
+        &mut self,
         framework_id: &str,
         executor_id: &str,
         container_id: &ContainerId,
@@ -566,11 +711,12 @@ impl AgentActor {
         debug!(self.logger, "framework forgotten"; "framework_id" => framework_id);
     }
 
-    fn remove_meta(&self, dir: &std::path::Path) {
-        let root = meta::frameworks_meta_dir(&self.settings.work_dir);
-        if let Err(e) = meta::remove_tree(dir, &root) {
-            warn!(self.logger, "could not remove checkpoint"; "path" => %dir.display(), "error" => %e);
-        }
+    /// Removes a checkpoint directory (and the parents it leaves empty).
+    fn remove_meta(&mut self, dir: &std::path::Path) {
+        self.checkpoint(DiskOp::RemoveTree {
+            dir: dir.to_path_buf(),
+            stop_at: meta::frameworks_meta_dir(&self.settings.work_dir),
+        });
     }
 
     fn invalid(&self, what: &str, reason: &str) {

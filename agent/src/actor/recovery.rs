@@ -129,6 +129,7 @@ impl AgentActor {
                 timer: None,
                 shutdown_requested: false,
                 destroy_when_started: false,
+                launch: None,
             },
         );
         self.executor_runs.insert(

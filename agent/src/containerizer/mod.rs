@@ -8,6 +8,7 @@
 //! any containerizer as `Arc<dyn Containerizer>` (tests inject fakes the same way).
 
 pub mod process;
+mod spawn;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -1,21 +1,19 @@
 //! The `process` containerizer: each executor is a plain process started in a new
-//! session (setsid), so it is no child of the agent's session, survives SIGKILL of
-//! the agent and can be reattached by a restarted agent. Everything the executor
+//! session (setsid, by posix_spawn: see `spawn`), so it is no child of the agent's
+//! session, survives SIGKILL of the agent and can be reattached by a restarted
+//! agent. Everything the executor
 //! starts stays in that session (tasks get their own process groups inside it), so
 //! destroying a container means killing every process of the session.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slog::{Logger, debug};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
+use super::spawn::{SpawnRequest, pidfd_open, spawn_session_leader, wait_for_child};
 use super::{
     BoxFuture, ContainerId, Containerizer, ContainerizerError, LaunchSpec, Launched, Termination,
 };
@@ -65,64 +63,58 @@ impl ProcessContainerizer {
                 });
             }
         }
-        let Some((program, args)) = spec.command.split_first() else {
-            return Err(ContainerizerError::Io {
+        let container_id = spec.container_id.clone();
+        let executor_id = spec.executor_id.clone();
+        // Opening files and spawning block; the async workers have better things to do.
+        let pid = tokio::task::spawn_blocking(move || start_executor(&spec))
+            .await
+            .map_err(|e| ContainerizerError::Io {
                 context: "launching the executor".into(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "empty executor command"),
-            });
-        };
-        let open = |name: &str| {
-            let path = spec.sandbox.join(name);
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|source| ContainerizerError::Io {
-                    context: format!("opening {}", path.display()),
-                    source,
-                })
-        };
-        let (stdout, stderr) = (open("stdout")?, open("stderr")?);
-
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .current_dir(&spec.sandbox)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-        // setsid(2) is one, and the closure allocates nothing.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|source| ContainerizerError::Io {
-            context: format!("starting executor {}", program.to_string_lossy()),
-            source,
-        })?;
-        let pid = child.id();
-        if let Some(pid) = pid {
-            self.remember(&spec.container_id, pid as i32);
-        }
+                source: io::Error::other(e),
+            })??;
+        self.remember(&container_id, pid as i32);
         debug!(self.logger, "executor started";
-            "container" => %spec.container_id, "pid" => pid, "executor_id" => &spec.executor_id);
-        let termination = Box::pin(async move {
-            match child.wait().await {
-                Ok(status) => Termination::from_exit_status(status),
-                Err(e) => Termination {
-                    message: format!("could not wait for the executor: {e}"),
-                    ..Termination::default()
-                },
-            }
-        });
-        Ok(Launched { pid, termination })
+            "container" => %container_id, "pid" => pid, "executor_id" => &executor_id);
+        Ok(Launched {
+            pid: Some(pid),
+            termination: Box::pin(wait_for_child(pid)),
+        })
     }
+}
+
+/// Opens the sandbox's `stdout` and `stderr` and starts the executor in its own
+/// session; returns its pid.
+fn start_executor(spec: &LaunchSpec) -> Result<u32, ContainerizerError> {
+    let Some(program) = spec.command.first() else {
+        return Err(ContainerizerError::Io {
+            context: "launching the executor".into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "empty executor command"),
+        });
+    };
+    let open = |name: &str| {
+        let path = spec.sandbox.join(name);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| ContainerizerError::Io {
+                context: format!("opening {}", path.display()),
+                source,
+            })
+    };
+    let (stdout, stderr) = (open("stdout")?, open("stderr")?);
+    let request = SpawnRequest {
+        program,
+        argv: &spec.command,
+        env: &spec.env,
+        cwd: &spec.sandbox,
+        stdout: &stdout,
+        stderr: &stderr,
+    };
+    spawn_session_leader(&request).map_err(|source| ContainerizerError::Io {
+        context: format!("starting executor {}", program.to_string_lossy()),
+        source,
+    })
 }
 
 impl Containerizer for ProcessContainerizer {
@@ -145,7 +137,13 @@ impl Containerizer for ProcessContainerizer {
         let container_id = container_id.clone();
         Box::pin(async move {
             if let Some(session) = session {
-                let killed = kill_session(session);
+                // Scanning /proc blocks; keep it off the async workers.
+                let killed = tokio::task::spawn_blocking(move || kill_session(session))
+                    .await
+                    .map_err(|e| ContainerizerError::Io {
+                        context: format!("destroying container {container_id}"),
+                        source: io::Error::other(e),
+                    })?;
                 debug!(logger, "container destroyed"; "container" => %container_id, "processes" => killed);
             }
             Ok(())
@@ -185,21 +183,13 @@ async fn wait_for_foreign_process(pid: u32) -> Termination {
         message: "exited while the agent was not watching (status unknown)".into(),
         ..Termination::default()
     };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd >= 0 {
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        // SAFETY: `owned` is a valid open fd that the AsyncFd takes ownership of, so
-        // it stays open and unchanged for the AsyncFd's whole life.
-        let registered = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) };
-        if let Ok(async_fd) = registered {
-            // A pidfd turns readable when the process terminates.
-            let _ = async_fd.readable().await;
+    match pidfd_open(pid as libc::pid_t) {
+        Ok(Some(pidfd)) => {
+            let _ = pidfd.readable().await;
             return ended();
         }
-    } else if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return ended();
+        Ok(None) => {}
+        Err(_) => return ended(),
     }
     loop {
         // SAFETY: signal 0 only checks that the process exists.

@@ -92,7 +92,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let agent = Agent::start(config, listener).await?;
-    super::stop_requested().await;
+    let failed = tokio::select! {
+        _ = super::stop_requested() => false,
+        _ = agent.stopped() => true,
+    };
     agent.shutdown().await;
+    anyhow::ensure!(
+        !failed,
+        "the agent stopped: its work dir cannot be written durably (see the log); \
+         fix the disk and start it again to recover"
+    );
     Ok(())
 }
