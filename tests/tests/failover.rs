@@ -8,6 +8,22 @@ use agora_tests::{
     within,
 };
 
+/// Asserts that a framework with this id can no longer subscribe.
+async fn assert_refused(master: &str, mut info: pb::FrameworkInfo, framework_id: pb::FrameworkId) {
+    info.id = Some(framework_id);
+    let mut client = pb::scheduler_client::SchedulerClient::connect(format!("http://{master}"))
+        .await
+        .expect("connect");
+    let refused = client
+        .subscribe(pb::SubscribeRequest {
+            framework_info: Some(info),
+            suppressed_roles: vec![],
+        })
+        .await
+        .expect_err("a removed framework cannot subscribe again");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framework_back_within_its_failover_timeout_keeps_its_tasks() {
     let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
@@ -111,20 +127,7 @@ async fn a_framework_away_past_its_failover_timeout_has_its_tasks_killed() {
     eventually("the task's process to be killed", || !process_alive(pid)).await;
 
     // The id is gone for good.
-    let mut again = info;
-    again.id = Some(framework_id);
-    let mut client =
-        pb::scheduler_client::SchedulerClient::connect(format!("http://{}", cluster.master_addr))
-            .await
-            .expect("connect");
-    let refused = client
-        .subscribe(pb::SubscribeRequest {
-            framework_info: Some(again),
-            suppressed_roles: vec![],
-        })
-        .await
-        .expect_err("a removed framework cannot re-subscribe");
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_refused(&cluster.master_addr, info, framework_id).await;
     cluster.shutdown().await;
 }
 
@@ -333,21 +336,8 @@ async fn a_failover_timeout_keeps_running_across_a_master_restart() {
         !process_alive(pid)
     })
     .await;
-    let mut again = info;
-    again.id = Some(framework_id);
-    let mut client =
-        pb::scheduler_client::SchedulerClient::connect(format!("http://{}", cluster.master_addr))
-            .await
-            .expect("connect");
     // The task died because the framework was removed, which the registry keeps.
-    let refused = client
-        .subscribe(pb::SubscribeRequest {
-            framework_info: Some(again),
-            suppressed_roles: vec![],
-        })
-        .await
-        .expect_err("a removed framework cannot come back");
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_refused(&cluster.master_addr, info, framework_id).await;
     cluster.shutdown().await;
 }
 
