@@ -5,10 +5,12 @@
 //!   syntax.
 //! - [`limits`]: size and count limits on every peer-supplied field, and their checks.
 //! - [`task_state`]: which task states are terminal, and their display names.
+//! - [`ids`]: reading the protocol's optional id fields.
 //! - [`attributes`]: agent attributes in `rack:r1;zone:a` syntax.
 //! - [`time`]: wall-clock timestamps as carried on the wire.
 
 pub mod attributes;
+pub mod ids;
 pub mod limits;
 pub mod resources;
 pub mod task_state;

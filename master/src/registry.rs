@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use agora_core::ids::id_str;
 use agora_proto as pb;
 use prost::Message;
 
@@ -122,11 +123,11 @@ pub enum RegistryOp {
 }
 
 fn agent_id_of(info: &pb::AgentInfo) -> &str {
-    info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+    id_str(&info.id)
 }
 
 fn framework_id_of(info: &pb::FrameworkInfo) -> &str {
-    info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("")
+    id_str(&info.id)
 }
 
 impl RegistryState {

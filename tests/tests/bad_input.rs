@@ -34,6 +34,15 @@ async fn master_still_serves(cluster: &TestCluster, misbehaving: Option<&mut Raw
     fw.stop().await;
 }
 
+/// The next TASK_ERROR the framework receives, whatever its task.
+async fn next_task_error(fw: &mut RawFramework, what: &str) -> pb::TaskStatus {
+    fw.wait_for(what, |e| match e {
+        pb::event::Event::Update(u) => u.status.filter(|s| s.state() == pb::TaskState::TaskError),
+        _ => None,
+    })
+    .await
+}
+
 fn offer_parts(offer: &pb::Offer) -> (pb::OfferId, pb::AgentId) {
     (
         offer.id.clone().expect("offer id"),
@@ -139,14 +148,7 @@ async fn reusing_the_id_of_a_live_task_is_a_task_error() {
     )
     .await
     .expect("ACCEPT");
-    let status = fw
-        .wait_for("the duplicate's TASK_ERROR", |e| match e {
-            pb::event::Event::Update(u) => {
-                u.status.filter(|s| s.state() == pb::TaskState::TaskError)
-            }
-            _ => None,
-        })
-        .await;
+    let status = next_task_error(&mut fw, "the duplicate's TASK_ERROR").await;
     assert!(
         status.message.contains("already used by a live task"),
         "{status:?}"
@@ -500,14 +502,7 @@ async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() 
     )
     .await
     .expect("ACCEPT");
-    let status = fw
-        .wait_for("the relaunch's TASK_ERROR", |e| match e {
-            pb::event::Event::Update(u) => {
-                u.status.filter(|s| s.state() == pb::TaskState::TaskError)
-            }
-            _ => None,
-        })
-        .await;
+    let status = next_task_error(&mut fw, "the relaunch's TASK_ERROR").await;
     assert!(status.message.contains("not acknowledged"), "{status:?}");
     master_still_serves(&cluster, Some(&mut fw)).await;
     cluster.shutdown().await;

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use agora_core::ids::id_of;
 use agora_core::{Resources, limits, task_state::is_terminal};
 use agora_proto as pb;
 use pb::task_status::Reason;
@@ -185,11 +186,7 @@ impl MasterCore {
         remaining: &mut Resources,
         launched: &mut HashSet<String>,
     ) {
-        let task_id = task
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
+        let task_id = id_of(&task.task_id);
         if let Err(e) = limits::task_info(&task) {
             self.task_error(
                 framework_id,

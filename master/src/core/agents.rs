@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use agora_core::ids::{id_of, id_opt};
 use agora_core::{Resources, limits};
 use agora_proto as pb;
 use pb::agent_message::Message as FromAgent;
@@ -76,10 +77,7 @@ impl MasterCore {
         sender: AgentSender,
     ) -> Result<AgentSession, Status> {
         let (info, total) = Self::validated_agent_info(reregister.agent_info)?;
-        let agent_id = info
-            .id
-            .as_ref()
-            .map(|i| i.value.clone())
+        let agent_id = id_opt(&info.id)
             .ok_or_else(|| Status::invalid_argument("reregister needs agent_info.id"))?;
         limits::count(
             "reregister.tasks",
@@ -105,15 +103,11 @@ impl MasterCore {
         let mut reported = HashSet::new();
         let mut shutdown = HashSet::new();
         for report in reregister.tasks {
-            let Some(framework_id) = report.framework_id.as_ref().map(|f| f.value.clone()) else {
+            let Some(framework_id) = id_opt(&report.framework_id) else {
                 continue;
             };
             let Some(task) = report.task else { continue };
-            let task_id = task
-                .task_id
-                .as_ref()
-                .map(|t| t.value.clone())
-                .unwrap_or_default();
+            let task_id = id_of(&task.task_id);
             if limits::id("task_id", Some(&task_id)).is_err()
                 || limits::id("framework_id", Some(&framework_id)).is_err()
             {
@@ -232,11 +226,7 @@ impl MasterCore {
         total: Resources,
         sender: AgentSender,
     ) -> AgentSession {
-        let agent_id = info
-            .id
-            .as_ref()
-            .map(|i| i.value.clone())
-            .unwrap_or_default();
+        let agent_id = id_of(&info.id);
         self.agent_epoch += 1;
         let epoch = self.agent_epoch;
         let now = agora_core::time::now_secs();
@@ -300,8 +290,7 @@ impl MasterCore {
             }
             Some(FromAgent::StatusUpdate(update)) => self.status_update(&agent_id, update),
             Some(FromAgent::ExecutorExited(exited)) => {
-                let Some(framework_id) = exited.framework_id.as_ref().map(|f| f.value.clone())
-                else {
+                let Some(framework_id) = id_opt(&exited.framework_id) else {
                     self.agent_error(&agent_id, "executor_exited needs framework_id".into());
                     return;
                 };
@@ -317,8 +306,7 @@ impl MasterCore {
                 );
             }
             Some(FromAgent::FrameworkMessage(message)) => {
-                let Some(framework_id) = message.framework_id.as_ref().map(|f| f.value.clone())
-                else {
+                let Some(framework_id) = id_opt(&message.framework_id) else {
                     self.agent_error(&agent_id, "framework_message needs framework_id".into());
                     return;
                 };

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use agora_core::ids::id_opt;
 use agora_core::{Resources, limits};
 use agora_proto as pb;
 use slog::{error, info, warn};
@@ -57,7 +58,7 @@ impl MasterCore {
             let Some(info) = registered.info else {
                 continue;
             };
-            let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
+            let Some(id) = id_opt(&info.id) else {
                 continue;
             };
             use crate::registry::AgentStanding;
@@ -96,7 +97,7 @@ impl MasterCore {
             let Some(info) = registered.info else {
                 continue;
             };
-            let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
+            let Some(id) = id_opt(&info.id) else {
                 continue;
             };
             // A framework connected when the master stopped is disconnected from now.
@@ -138,7 +139,7 @@ impl MasterCore {
             self.metrics.invalid_calls.inc();
             return Err(Status::invalid_argument("framework_info.name is required"));
         }
-        let requested_id = info.id.as_ref().map(|i| i.value.clone());
+        let requested_id = id_opt(&info.id);
         if let Some(id) = &requested_id
             && self.is_completed_framework(id)
         {

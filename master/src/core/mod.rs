@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_core::Resources;
+use agora_core::ids::{id_of, id_str};
 use agora_proto as pb;
 use slog::{Logger, info, warn};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -156,11 +157,7 @@ pub(crate) struct TaskEntry {
 
 impl TaskEntry {
     pub fn info_task_id(&self) -> String {
-        self.info
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default()
+        id_of(&self.info.task_id)
     }
 }
 
@@ -198,11 +195,7 @@ pub(crate) struct FrameworkEntry {
 
 impl FrameworkEntry {
     pub fn id(&self) -> &str {
-        self.info
-            .id
-            .as_ref()
-            .map(|i| i.value.as_str())
-            .unwrap_or("")
+        id_str(&self.info.id)
     }
 
     pub fn is_partition_aware(&self) -> bool {
@@ -252,11 +245,7 @@ pub(crate) struct AgentEntry {
 
 impl AgentEntry {
     pub fn id(&self) -> &str {
-        self.info
-            .id
-            .as_ref()
-            .map(|i| i.value.as_str())
-            .unwrap_or("")
+        id_str(&self.info.id)
     }
 
     /// Resources neither used nor offered.
@@ -426,11 +415,7 @@ impl MasterCore {
 
     /// Routes a framework call after checking that the caller is the live subscription.
     async fn call(&mut self, call: pb::Call) -> Result<(), Status> {
-        let framework_id = call
-            .framework_id
-            .as_ref()
-            .map(|f| f.value.clone())
-            .unwrap_or_default();
+        let framework_id = id_of(&call.framework_id);
         let subscribed = self.frameworks.get(&framework_id).is_some_and(|f| {
             f.connection
                 .as_ref()

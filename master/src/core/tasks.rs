@@ -1,6 +1,7 @@
 //! Tasks after launch: status updates from agents, acknowledgements from frameworks,
 //! KILL, RECONCILE and framework → executor messages.
 
+use agora_core::ids::{id_of, id_opt};
 use agora_core::{limits, task_state::is_terminal};
 use agora_proto as pb;
 use pb::master_message::Message as ToAgent;
@@ -106,11 +107,7 @@ impl MasterCore {
     /// the framework is away, the task stays (terminal) so that its reconciliation
     /// reports it; the reconciliation then retires it.
     pub(crate) fn master_generated_update(&mut self, framework_id: &str, status: pb::TaskStatus) {
-        let task_id = status
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
+        let task_id = id_of(&status.task_id);
         let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::TaskUnknown);
         self.set_task_state(framework_id, &task_id, state, Some(status.clone()));
         let delivered = self.send_event(
@@ -127,7 +124,7 @@ impl MasterCore {
     /// A status update from an agent: record the task's newest state and forward the
     /// update; the framework's ACKNOWLEDGE travels back to the agent.
     pub(crate) fn status_update(&mut self, agent_id: &str, update: pb::StatusUpdate) {
-        let Some(framework_id) = update.framework_id.as_ref().map(|f| f.value.clone()) else {
+        let Some(framework_id) = id_opt(&update.framework_id) else {
             self.agent_error(agent_id, "status_update needs framework_id".into());
             return;
         };
@@ -148,11 +145,7 @@ impl MasterCore {
             );
             return;
         }
-        let task_id = status
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
+        let task_id = id_of(&status.task_id);
         status.agent_id = Some(pb::AgentId {
             value: agent_id.to_string(),
         });
@@ -399,11 +392,7 @@ impl MasterCore {
             statuses.extend(fw.tasks.values().map(reconciled));
         } else {
             for wanted in &reconcile.tasks {
-                let task_id = wanted
-                    .task_id
-                    .as_ref()
-                    .map(|t| t.value.clone())
-                    .unwrap_or_default();
+                let task_id = id_of(&wanted.task_id);
                 if let Some(task) = fw.tasks.get(&task_id) {
                     statuses.push(reconciled(task));
                     continue;
@@ -417,11 +406,7 @@ impl MasterCore {
                     statuses.push(reconciled(task));
                     continue;
                 }
-                let agent_id = wanted
-                    .agent_id
-                    .as_ref()
-                    .map(|a| a.value.clone())
-                    .unwrap_or_default();
+                let agent_id = id_of(&wanted.agent_id);
                 let (state, why) = match self.agents.get(&agent_id) {
                     // After a master restart, an agent that has not re-registered yet
                     // may well run the task: say nothing until it does or its
@@ -455,7 +440,7 @@ impl MasterCore {
         }
         let mut delivered_terminal = Vec::new();
         for status in statuses {
-            let task_id = status.task_id.as_ref().map(|t| t.value.clone());
+            let task_id = id_opt(&status.task_id);
             let terminal = agora_core::task_state::is_terminal_raw(status.state);
             let delivered = self.send_event(
                 framework_id,
@@ -488,7 +473,7 @@ impl MasterCore {
         framework_id: &str,
         message: pb::call::Message,
     ) -> Result<(), Status> {
-        let agent_id = message.agent_id.as_ref().map(|a| a.value.clone());
+        let agent_id = id_opt(&message.agent_id);
         limits::id("message.agent_id", agent_id.as_deref()).map_err(invalid)?;
         limits::id(
             "message.executor_id",

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use agora_core::ids::id_opt;
 use agora_proto as pb;
 
 use super::{AgentEntry, FrameworkEntry, MasterCore, TaskEntry};
@@ -95,12 +96,7 @@ impl MasterCore {
             tasks.extend(fw.tasks.values().map(task_summary));
             completed_tasks.extend(fw.completed.iter().map(task_summary));
         }
-        let key = |t: &pb::TaskSummary| {
-            (
-                t.framework_id.as_ref().map(|f| f.value.clone()),
-                t.task_id.as_ref().map(|t| t.value.clone()),
-            )
-        };
+        let key = |t: &pb::TaskSummary| (id_opt(&t.framework_id), id_opt(&t.task_id));
         tasks.sort_by_key(key);
         completed_tasks.sort_by_key(key);
         pb::ClusterState {
