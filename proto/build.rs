@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "proto/agora/v1/agent.proto",
     "proto/agora/v1/executor.proto",
     "proto/agora/v1/operator.proto",
+    "proto/agora/v1/state_store.proto",
+    "proto/agora/v1/replication.proto",
 ];
 
 /// Enum-typed fields (prost stores them as i32) and the serializer that names them.
@@ -64,6 +66,8 @@ const BYTES_FIELDS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
+    // Ordered, so equal states encode to equal bytes.
+    config.btree_map([".agora.v1.ReplicatedSnapshot.members"]);
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let mut builder = tonic_prost_build::configure()
         .type_attribute(".agora.v1", "#[derive(serde::Serialize)]")

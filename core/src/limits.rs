@@ -325,3 +325,275 @@ mod tests {
         assert!(seconds("t", 1e20).is_err());
     }
 }
+
+// ---------------------------------------------------------------- replicated registry records
+//
+// Issue 3: weights, quotas, reservations and maintenance travel through the raft log, so
+// every replica refuses the same bad record with the same error. The counts bound what a
+// snapshot can hold; they are far above what a cluster of this size needs.
+
+/// Roles with a weight other than the default 1.0.
+pub const MAX_WEIGHTED_ROLES: usize = 10_000;
+/// Largest role weight; weights are ratios of shares, so a million to one is plenty.
+pub const MAX_ROLE_WEIGHT: f64 = 1e6;
+/// Roles with a quota.
+pub const MAX_QUOTAS: usize = 10_000;
+/// Dynamic reservations in the registry.
+pub const MAX_RESERVATIONS: usize = 100_000;
+/// Agents under maintenance.
+pub const MAX_MAINTENANCE_RECORDS: usize = 100_000;
+/// The modes a maintenance record may carry.
+pub const MAINTENANCE_MODES: &[&str] = &["DRAINING", "DRAINED"];
+
+/// Checks a role weight: finite, positive, at most [`MAX_ROLE_WEIGHT`].
+pub fn role_weight(field: &str, weight: f64) -> Result<(), LimitError> {
+    if !(weight.is_finite() && weight > 0.0 && weight <= MAX_ROLE_WEIGHT) {
+        return Err(LimitError::new(
+            field,
+            format!("{weight} is not a weight: use a number above 0 and at most {MAX_ROLE_WEIGHT}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A role that resources can be set aside for: a valid role other than `*`.
+fn specific_role(field: &str, role: &str) -> Result<(), LimitError> {
+    role_name(field, role)?;
+    if role == crate::resources::UNRESERVED_ROLE {
+        return Err(LimitError::new(
+            field,
+            "'*' is every role; name a specific role",
+        ));
+    }
+    Ok(())
+}
+
+fn resource_list(field: &str, resources: &[pb::Resource]) -> Result<(), LimitError> {
+    count(field, resources.len(), MAX_RESOURCES)?;
+    crate::resources::Resources::from_proto(resources)
+        .map(|_| ())
+        .map_err(|e| LimitError::new(field, e.to_string()))
+}
+
+pub fn quota_record(quota: &pb::QuotaRecord) -> Result<(), LimitError> {
+    specific_role("quota.role", &quota.role)?;
+    resource_list("quota.guarantee", &quota.guarantee)?;
+    resource_list("quota.limit", &quota.limit)?;
+    Ok(())
+}
+
+pub fn reservation_record(reservation: &pb::ReservationRecord) -> Result<(), LimitError> {
+    id(
+        "reservation.reservation_id",
+        Some(&reservation.reservation_id),
+    )?;
+    id("reservation.agent_id", Some(&reservation.agent_id))?;
+    specific_role("reservation.role", &reservation.role)?;
+    bytes("reservation.principal", reservation.principal.len(), 255)?;
+    if reservation.resources.is_empty() {
+        return Err(LimitError::new(
+            "reservation.resources",
+            "a reservation needs resources",
+        ));
+    }
+    resource_list("reservation.resources", &reservation.resources)?;
+    labels("reservation.labels", reservation.labels.as_ref())?;
+    Ok(())
+}
+
+/// Checks a maintenance record (its `since` is stamped by the registry, not checked).
+pub fn maintenance_record(maintenance: &pb::MaintenanceRecord) -> Result<(), LimitError> {
+    id("maintenance.agent_id", Some(&maintenance.agent_id))?;
+    if !MAINTENANCE_MODES.contains(&maintenance.mode.as_str()) {
+        return Err(LimitError::new(
+            "maintenance.mode",
+            format!(
+                "'{}' is not a maintenance mode: use one of {MAINTENANCE_MODES:?}",
+                maintenance.mode
+            ),
+        ));
+    }
+    if !(maintenance.deadline.is_finite() && maintenance.deadline >= 0.0) {
+        return Err(LimitError::new(
+            "maintenance.deadline",
+            format!(
+                "{} is not a time: use seconds since the epoch, or 0 for none",
+                maintenance.deadline
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the state store
+//
+// The numbers of proto/agora/v1/state_store.proto. A namespace is bounded so one
+// framework cannot make every master's snapshot (and memory) unbounded.
+
+/// Namespace names: 1..=128 bytes of [A-Za-z0-9._/-].
+pub const MAX_STORE_NAMESPACE_LEN: usize = 128;
+/// Keys: 1..=1024 bytes of UTF-8.
+pub const MAX_STORE_KEY_LEN: usize = 1024;
+pub const MAX_STORE_VALUE_BYTES: usize = 1024 * 1024;
+/// Keys plus values of one namespace.
+pub const MAX_STORE_NAMESPACE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_STORE_KEYS: usize = 100_000;
+pub const MAX_STORE_LEASES: usize = 1000;
+/// Entries in one page of a list (also the default page size).
+pub const MAX_STORE_LIST: usize = 1000;
+/// Lease names and holders: 1..=256 bytes.
+pub const MAX_LEASE_NAME_LEN: usize = 256;
+pub const MIN_LEASE_TTL_SECONDS: f64 = 1.0;
+pub const MAX_LEASE_TTL_SECONDS: f64 = 3600.0;
+
+/// Checks a non-empty string of at most `max` bytes.
+fn non_empty(field: &str, value: &str, max: usize) -> Result<(), LimitError> {
+    if value.is_empty() {
+        return Err(LimitError::new(field, "must not be empty"));
+    }
+    bytes(field, value.len(), max)
+}
+
+pub fn store_namespace(field: &str, namespace: &str) -> Result<(), LimitError> {
+    non_empty(field, namespace, MAX_STORE_NAMESPACE_LEN)?;
+    if let Some(bad) = namespace
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
+    {
+        return Err(LimitError::new(
+            field,
+            format!("{bad:?} is not allowed in a namespace: use [A-Za-z0-9._/-]"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn store_key(field: &str, key: &str) -> Result<(), LimitError> {
+    non_empty(field, key, MAX_STORE_KEY_LEN)
+}
+
+pub fn store_value(field: &str, value: &[u8]) -> Result<(), LimitError> {
+    bytes(field, value.len(), MAX_STORE_VALUE_BYTES)
+}
+
+/// Checks a lease name or holder.
+pub fn lease_name(field: &str, name: &str) -> Result<(), LimitError> {
+    non_empty(field, name, MAX_LEASE_NAME_LEN)
+}
+
+pub fn lease_ttl(field: &str, ttl_seconds: f64) -> Result<(), LimitError> {
+    if !(MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(LimitError::new(
+            field,
+            format!(
+                "{ttl_seconds} must be between {MIN_LEASE_TTL_SECONDS} and {MAX_LEASE_TTL_SECONDS} seconds"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of keys and values in one page of a state store list: a page stops early
+/// (with `more` set) rather than build a response no gRPC peer would accept. A page
+/// always holds at least one entry, and one entry fits well within
+/// [`MAX_MESSAGE_BYTES`].
+pub const MAX_STORE_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+#[cfg(test)]
+mod replicated_limit_tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_keys_and_leases() {
+        for ok in ["apps", "cron.v2", "team/a_b-c", &"n".repeat(128)] {
+            assert!(store_namespace("ns", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "é", "a:b", &"n".repeat(129)] {
+            assert!(store_namespace("ns", bad).is_err(), "{bad}");
+        }
+        assert!(store_key("k", "x").is_ok());
+        assert!(store_key("k", &"k".repeat(1024)).is_ok());
+        assert!(store_key("k", "").is_err());
+        assert!(store_key("k", &"k".repeat(1025)).is_err());
+        assert!(store_value("v", &vec![0; MAX_STORE_VALUE_BYTES]).is_ok());
+        assert!(store_value("v", &vec![0; MAX_STORE_VALUE_BYTES + 1]).is_err());
+        assert!(lease_name("l", &"l".repeat(256)).is_ok());
+        assert!(lease_name("l", &"l".repeat(257)).is_err());
+        assert!(lease_name("l", "").is_err());
+        for ok in [1.0, 30.5, 3600.0] {
+            assert!(lease_ttl("t", ok).is_ok(), "{ok}");
+        }
+        for bad in [0.0, 0.5, 3600.5, f64::NAN, f64::INFINITY] {
+            assert!(lease_ttl("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registry_records() {
+        assert!(role_weight("w", 2.5).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 2e6] {
+            assert!(role_weight("w", bad).is_err(), "{bad}");
+        }
+        let cpus = pb::Resource {
+            name: "cpus".into(),
+            value: Some(pb::resource::Value::Scalar(2.0)),
+            ..Default::default()
+        };
+        let quota = pb::QuotaRecord {
+            role: "eng".into(),
+            guarantee: vec![cpus.clone()],
+            limit: vec![],
+        };
+        assert!(quota_record(&quota).is_ok());
+        assert!(
+            quota_record(&pb::QuotaRecord {
+                role: "*".into(),
+                ..quota.clone()
+            })
+            .is_err()
+        );
+        let reservation = pb::ReservationRecord {
+            reservation_id: "r1".into(),
+            agent_id: "a1".into(),
+            role: "eng".into(),
+            resources: vec![cpus],
+            ..Default::default()
+        };
+        assert!(reservation_record(&reservation).is_ok());
+        assert!(
+            reservation_record(&pb::ReservationRecord {
+                resources: vec![],
+                ..reservation.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            reservation_record(&pb::ReservationRecord {
+                agent_id: "a/b".into(),
+                ..reservation
+            })
+            .is_err()
+        );
+        let maintenance = pb::MaintenanceRecord {
+            agent_id: "a1".into(),
+            mode: "DRAINING".into(),
+            deadline: 0.0,
+            since: 0.0,
+        };
+        assert!(maintenance_record(&maintenance).is_ok());
+        assert!(
+            maintenance_record(&pb::MaintenanceRecord {
+                mode: "OFF".into(),
+                ..maintenance.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            maintenance_record(&pb::MaintenanceRecord {
+                deadline: f64::NAN,
+                ..maintenance
+            })
+            .is_err()
+        );
+    }
+}

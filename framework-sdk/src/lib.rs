@@ -60,6 +60,10 @@
 //! - [`error`]: [`DriverError`], and how a master's gRPC status maps onto it.
 //! - [`offer`]: [`OfferResources`] and [`TaskBuilder`]: packing tasks into offers.
 //! - [`logging`]: ready-made slog loggers.
+//! - [`state_store`]: [`StateStore`], the client for the masters' replicated
+//!   key-value store (versions, compare-and-set, prefix listing, leases).
+//! - [`leader_election`]: [`LeaderElection`], one leader among a framework's
+//!   instances, built on a state-store lease.
 //! - `backoff`: the reconnection delays (internal).
 
 mod backoff;
@@ -67,9 +71,11 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod handle;
+pub mod leader_election;
 pub mod logging;
 pub mod offer;
 pub mod scheduler;
+pub mod state_store;
 
 pub use agora_core::task_state::is_terminal;
 pub use agora_core::{RangeSet, ResourceError, Resources};
@@ -78,7 +84,12 @@ pub use config::DriverConfig;
 pub use driver::SchedulerDriver;
 pub use error::{DriverError, LEADER_METADATA_KEY};
 pub use handle::SchedulerHandle;
+pub use leader_election::LeaderElection;
 pub use logging::{discard_logger, stderr_logger};
 pub use offer::{OfferError, OfferResources, TaskBuilder};
 pub use scheduler::Scheduler;
 pub use slog;
+pub use state_store::{
+    CasOutcome, DeleteOutcome, Entry, Lease, LeaseOutcome, StateStore, StateStoreConfig,
+    StateStoreError,
+};

@@ -24,7 +24,10 @@ mod http;
 pub mod metrics;
 pub mod offer_book;
 pub mod registry;
+pub mod replication;
+mod serving;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,19 +37,31 @@ use agora_core::limits::MAX_MESSAGE_BYTES;
 use agora_proto as pb;
 use axum::serve::ListenerExt;
 use slog::{Logger, info};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use crate::core::CoreTimings;
-use crate::registry::{LocalRegistry, Registry, RegistryError};
+use crate::registry::Registry;
+use crate::replication::storage::StorageError;
+use crate::replication::transport::{GrpcTransport, RaftPeerService};
+use crate::replication::{
+    RaftTimings, Replica, ReplicaConfig, ReplicaHandle, ReplicaStartError, ReplicatedRegistry,
+};
 
 /// The version every master reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// gRPC metadata a follower sets on its refusals: the leader's "host:port".
+pub const LEADER_METADATA_KEY: &str = "agora-leader";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Replica(#[from] ReplicaStartError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("this master left the group: {0}")]
+    RaftStopped(String),
     #[error("cannot serve on the listener: {0}")]
     Listener(#[source] std::io::Error),
     #[error("the master's server failed: {0}")]
@@ -56,24 +71,36 @@ pub enum MasterError {
 /// How a master runs.
 #[derive(Clone)]
 pub struct MasterConfig {
-    /// Where the registry lives; created if missing.
+    /// Where the raft log, snapshots and hard state live; created if missing.
     pub data_dir: PathBuf,
     /// Reported to frameworks and agents.
     pub hostname: String,
     /// The address others should use for this master; defaults to the listener's.
     pub advertise_address: Option<String>,
     pub timings: CoreTimings,
+    /// This master's raft id (not 0); 1 for a master on its own.
+    pub raft_id: u64,
+    /// Every master of the group (raft id -> "host:port"), this one included. Empty:
+    /// a group of one at this master's address.
+    pub peers: BTreeMap<u64, String>,
+    /// Wait to be added to an existing group instead of bootstrapping one.
+    pub join: bool,
+    pub raft_timings: RaftTimings,
     pub logger: Logger,
 }
 
 impl MasterConfig {
-    /// Mesos' defaults for everything timed.
+    /// Mesos' defaults for everything timed; a group of one.
     pub fn new(data_dir: PathBuf, logger: Logger) -> Self {
         Self {
             data_dir,
             hostname: "localhost".into(),
             advertise_address: None,
             timings: CoreTimings::default(),
+            raft_id: 1,
+            peers: BTreeMap::new(),
+            join: false,
+            raft_timings: RaftTimings::default(),
             logger,
         }
     }
@@ -84,51 +111,65 @@ pub struct Master;
 /// A running master.
 pub struct MasterHandle {
     local_addr: SocketAddr,
-    /// Flipped to true to stop the core and the server.
+    /// Flipped to true to stop the supervisor (and its core) and the server.
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), MasterError>>,
-    core: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
+    replica: Replica,
+    gate: serving::LeaderGate,
     logger: Logger,
 }
 
 impl Master {
-    /// Opens the registry in `config.data_dir` and serves on `listener`.
+    /// Opens the raft storage in `config.data_dir`, joins or bootstraps the group, and
+    /// serves on `listener`; the core runs whenever this master leads.
     pub async fn start(
         config: MasterConfig,
         listener: tokio::net::TcpListener,
-    ) -> Result<MasterHandle, MasterError> {
-        let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::open(&config.data_dir)?);
-        Self::start_with_registry(config, listener, registry).await
-    }
-
-    /// Like [`Master::start`] with a registry of the caller's choosing.
-    pub async fn start_with_registry(
-        config: MasterConfig,
-        listener: tokio::net::TcpListener,
-        registry: Arc<dyn Registry>,
     ) -> Result<MasterHandle, MasterError> {
         let local_addr = listener.local_addr().map_err(MasterError::Listener)?;
         let address = config
             .advertise_address
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
+        let logger = config.logger.new(slog::o!("component" => "master"));
+        let mut peers = config.peers.clone();
+        if peers.is_empty() {
+            peers.insert(config.raft_id, address.clone());
+        }
+        let transport = GrpcTransport::new(config.raft_id, logger.clone());
+        let replica = replication::node::start(
+            ReplicaConfig {
+                id: config.raft_id,
+                initial_members: peers,
+                join: config.join,
+                data_dir: config.data_dir.join("raft"),
+                timings: config.raft_timings.clone(),
+                logger: logger.clone(),
+            },
+            transport,
+        )
+        .await?;
+        let registry: Arc<dyn Registry> = Arc::new(ReplicatedRegistry {
+            replica: replica.handle.clone(),
+        });
+
         let master_info = pb::MasterInfo {
             id: uuid::Uuid::new_v4().to_string(),
             address: address.clone(),
             version: VERSION.into(),
             hostname: config.hostname.clone(),
         };
-        let logger = config.logger.new(slog::o!("component" => "master"));
         let metrics = Arc::new(metrics::MasterMetrics::new());
         let (view_tx, view_rx) = watch::channel(Arc::new(pb::ClusterState {
             master_info: Some(master_info.clone()),
             ..Default::default()
         }));
+        let (group_tx, group_rx) = watch::channel(pb::MasterGroup::default());
         let (events_tx, _) = broadcast::channel(4096);
-        let (commands_tx, commands_rx) = mpsc::channel(core::COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-        let mut core = core::MasterCore::new(
+        let (supervisor, gate) = serving::CoreSupervisor::new(
             logger.clone(),
             config.timings.clone(),
             master_info,
@@ -136,33 +177,51 @@ impl Master {
             metrics.clone(),
             view_tx,
             events_tx.clone(),
+            replica.handle.clone(),
+            group_tx,
         );
-        core.start().await;
-        let core = tokio::spawn(core.run(commands_rx, shutdown_rx.clone()));
+        let supervisor = tokio::spawn(supervisor.run(shutdown_rx.clone()));
 
         let grpc = tonic::service::Routes::new(
             pb::scheduler_server::SchedulerServer::new(api::scheduler::SchedulerApi {
-                commands: commands_tx.clone(),
+                gate: gate.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             pb::agent_link_server::AgentLinkServer::new(api::agent_link::AgentLinkApi {
-                commands: commands_tx.clone(),
+                gate: gate.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             pb::operator_server::OperatorServer::new(api::operator::OperatorApi {
                 view: view_rx.clone(),
+                group: group_rx.clone(),
                 events: events_tx,
+                gate: gate.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::state_store_server::StateStoreServer::new(api::state_store::StateStoreApi {
+                replica: replica.handle.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RaftPeerService {
+                replica: replica.handle.clone(),
+                logger: logger.clone(),
+            }
+            .into_server(),
         )
         .into_axum_router();
         let app = grpc.merge(http::router(http::HttpState {
             view: view_rx,
+            group: group_rx,
             metrics,
+            gate: gate.clone(),
         }));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -187,12 +246,15 @@ impl Master {
                 .await
                 .map_err(MasterError::Server)
         });
-        info!(logger, "master serving"; "address" => %address);
+        // slog prints key-values last first: the address leads, which tools look for.
+        info!(logger, "master serving"; "raft_id" => config.raft_id, "address" => %address);
         Ok(MasterHandle {
             local_addr,
             shutdown: shutdown_tx,
             server,
-            core,
+            supervisor,
+            replica,
+            gate,
             logger,
         })
     }
@@ -203,10 +265,23 @@ impl MasterHandle {
         self.local_addr
     }
 
-    /// Stops the core (ending every stream) and then the server.
+    /// Resolves once this master leads and its core serves frameworks and agents. A
+    /// master alone leads within moments of starting; in a group, only one will.
+    pub async fn until_leading(&self) {
+        self.gate.until_serving().await;
+    }
+
+    /// This master's raft node (for membership changes and tests).
+    pub fn replica(&self) -> &ReplicaHandle {
+        &self.replica.handle
+    }
+
+    /// Stops the core (ending every stream), the raft node, and then the server.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.core.await;
+        let _ = self.supervisor.await;
+        self.replica.handle.shutdown().await;
+        let _ = self.replica.task.await;
         // Long-lived streams end when the core drops their senders; a client that
         // keeps a connection open cannot hold the shutdown for long.
         let abort = self.server.abort_handle();
@@ -219,11 +294,21 @@ impl MasterHandle {
         info!(self.logger, "master stopped");
     }
 
-    /// Waits until the server stops by itself (an I/O error).
+    /// Waits until the master stops by itself: the server failed, or the raft node
+    /// stopped (its storage failed, or it was removed from the group).
     pub async fn wait(&mut self) -> Result<(), MasterError> {
-        match (&mut self.server).await {
-            Ok(result) => result,
-            Err(e) => Err(MasterError::Server(std::io::Error::other(e))),
+        tokio::select! {
+            server = &mut self.server => match server {
+                Ok(result) => result,
+                Err(e) => Err(MasterError::Server(std::io::Error::other(e))),
+            },
+            raft = &mut self.replica.task => match raft {
+                Ok(Ok(())) => Err(MasterError::RaftStopped(
+                    self.replica.handle.leadership().borrow().stopped.clone().unwrap_or_default(),
+                )),
+                Ok(Err(e)) => Err(MasterError::Storage(e)),
+                Err(e) => Err(MasterError::RaftStopped(e.to_string())),
+            },
         }
     }
 }

@@ -112,6 +112,7 @@ impl ClusterBuilder {
         let master = Master::start(config.clone(), listener)
             .await
             .expect("the master starts");
+        within("the master to lead", master.until_leading()).await;
         let master_addr = master.local_addr().to_string();
         let mut cluster = TestCluster {
             master_addr,
@@ -209,6 +210,7 @@ impl TestCluster {
         let master = Master::start(self.master_config.clone(), listener)
             .await
             .expect("the master restarts");
+        within("the restarted master to lead", master.until_leading()).await;
         self.master = Some(master);
     }
 

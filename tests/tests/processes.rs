@@ -92,7 +92,14 @@ async fn agora_dev_runs_a_cluster_hello_can_use() {
         status.success(),
         "agora dev exits cleanly on SIGTERM: {status:?}"
     );
-    assert!(dir.path().join("master").join("registry.bin").exists());
+    assert!(
+        dir.path()
+            .join("master")
+            .join("raft")
+            .join("hardstate")
+            .exists(),
+        "the master keeps its raft state under the data dir"
+    );
     kill_executor_sessions(dir.path());
 }
 

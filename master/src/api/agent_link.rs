@@ -9,12 +9,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ask;
 use crate::core::{Command, OUTBOUND_QUEUE};
+use crate::serving::LeaderGate;
 
 /// How long an agent has to send its first message after opening the stream.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AgentLinkApi {
-    pub(crate) commands: mpsc::Sender<Command>,
+    /// The core while this master leads; a redirect to the leader otherwise.
+    pub(crate) gate: LeaderGate,
 }
 
 #[tonic::async_trait]
@@ -25,6 +27,8 @@ impl pb::agent_link_server::AgentLink for AgentLinkApi {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        // Refuse a follower's agents before reading anything from them.
+        let commands = self.gate.commands()?;
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(first))) => first,
@@ -37,13 +41,12 @@ impl pb::agent_link_server::AgentLink for AgentLinkApi {
             Err(_) => return Err(Status::deadline_exceeded("no `register` within 30 s")),
         };
         let (sender, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-        let session = ask(&self.commands, |reply| Command::AgentAttach {
+        let session = ask(&commands, |reply| Command::AgentAttach {
             first,
             sender,
             reply,
         })
         .await?;
-        let commands = self.commands.clone();
         tokio::spawn(async move {
             // Malformed frames end the stream with an error; the agent reconnects.
             while let Ok(Some(message)) = inbound.message().await {

@@ -3,6 +3,7 @@
 pub mod agent_link;
 pub mod operator;
 pub mod scheduler;
+pub mod state_store;
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;

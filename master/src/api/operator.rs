@@ -1,4 +1,7 @@
-//! The `Operator` service: reads of the published snapshot, and the event stream.
+//! The `Operator` service: reads of the published snapshot, the event stream, and
+//! the master group's membership. Every master answers reads (a follower's snapshot
+//! holds itself and the group, and names the leader); membership changes go to the
+//! leader.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,22 +11,45 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::replication::MemberChange;
+use crate::serving::LeaderGate;
+
 pub struct OperatorApi {
     pub(crate) view: watch::Receiver<Arc<pb::ClusterState>>,
+    pub(crate) group: watch::Receiver<pb::MasterGroup>,
     pub(crate) events: broadcast::Sender<pb::OperatorEvent>,
+    pub(crate) gate: LeaderGate,
 }
 
 impl OperatorApi {
     fn state(&self) -> Arc<pb::ClusterState> {
-        self.view.borrow().clone()
+        with_group(&self.view, &self.group)
     }
 }
 
-pub(crate) fn health(state: &pb::ClusterState) -> pb::Health {
+/// The published snapshot with the current group view in it.
+pub(crate) fn with_group(
+    view: &watch::Receiver<Arc<pb::ClusterState>>,
+    group: &watch::Receiver<pb::MasterGroup>,
+) -> Arc<pb::ClusterState> {
+    let mut state = (*view.borrow().clone()).clone();
+    state.group = Some(group.borrow().clone());
+    Arc::new(state)
+}
+
+/// Whether this master is healthy and who leads.
+pub(crate) fn health(gate: &LeaderGate, group: &pb::MasterGroup) -> pb::Health {
+    let leadership = gate.replica.leadership().borrow().clone();
+    let leader = (leadership.leader_id != 0).then(|| pb::MasterInfo {
+        id: leadership.leader_id.to_string(),
+        address: leadership.leader_address.clone().unwrap_or_default(),
+        ..Default::default()
+    });
     pb::Health {
-        healthy: true,
-        leading: true,
-        leader: state.master_info.clone(),
+        healthy: leadership.stopped.is_none() && leadership.leader_id != 0,
+        leading: leadership.serving,
+        leader,
+        group: Some(group.clone()),
     }
 }
 
@@ -71,7 +97,7 @@ impl pb::operator_server::Operator for OperatorApi {
         &self,
         _: Request<pb::GetHealthRequest>,
     ) -> Result<Response<pb::Health>, Status> {
-        Ok(Response::new(health(&self.state())))
+        Ok(Response::new(health(&self.gate, &self.group.borrow())))
     }
 
     async fn subscribe(
@@ -110,5 +136,76 @@ impl pb::operator_server::Operator for OperatorApi {
         Err(Status::unimplemented(
             "draining agents is not supported by this master yet",
         ))
+    }
+
+    async fn add_master(
+        &self,
+        request: Request<pb::AddMasterRequest>,
+    ) -> Result<Response<pb::MasterGroup>, Status> {
+        let request = request.into_inner();
+        if request.id == 0 {
+            return Err(Status::invalid_argument("id: a raft id is not 0"));
+        }
+        check_address(&request.address)?;
+        let group = self.gate.replica.group().await?;
+        if group.members.iter().any(|m| m.id == request.id) {
+            return Err(Status::already_exists(format!(
+                "master {} is already a member of the group",
+                request.id
+            )));
+        }
+        self.gate
+            .replica
+            .change_members(MemberChange::Add {
+                id: request.id,
+                address: request.address,
+            })
+            .await?;
+        Ok(Response::new(self.gate.replica.group().await?))
+    }
+
+    async fn remove_master(
+        &self,
+        request: Request<pb::RemoveMasterRequest>,
+    ) -> Result<Response<pb::MasterGroup>, Status> {
+        let id = request.into_inner().id;
+        let group = self.gate.replica.group().await?;
+        if !group.members.iter().any(|m| m.id == id) {
+            return Err(Status::not_found(format!(
+                "master {id} is not a member of the group"
+            )));
+        }
+        if group.members.len() == 1 {
+            return Err(Status::failed_precondition(
+                "the last master of a group cannot be removed",
+            ));
+        }
+        self.gate
+            .replica
+            .change_members(MemberChange::Remove { id })
+            .await?;
+        Ok(Response::new(self.gate.replica.group().await?))
+    }
+
+    async fn get_master_group(
+        &self,
+        _: Request<pb::GetMasterGroupRequest>,
+    ) -> Result<Response<pb::MasterGroup>, Status> {
+        Ok(Response::new(self.gate.replica.group().await?))
+    }
+}
+
+/// A master address is "host:port", at most 255 bytes.
+fn check_address(address: &str) -> Result<(), Status> {
+    let valid = address.len() <= 255
+        && address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "address: {address:?} is not host:port (at most 255 bytes)"
+        )))
     }
 }

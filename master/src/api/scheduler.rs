@@ -11,9 +11,11 @@ use tonic::{Request, Response, Status};
 
 use super::ask;
 use crate::core::Command;
+use crate::serving::LeaderGate;
 
 pub struct SchedulerApi {
-    pub(crate) commands: mpsc::Sender<Command>,
+    /// The core while this master leads; a redirect to the leader otherwise.
+    pub(crate) gate: LeaderGate,
 }
 
 /// A framework's event stream. Dropping it (the client went away) tells the core, so
@@ -60,14 +62,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let request = request.into_inner();
-        let reply = ask(&self.commands, |reply| Command::Subscribe {
-            request,
-            reply,
-        })
-        .await?;
+        let commands = self.gate.commands()?;
+        let reply = ask(&commands, |reply| Command::Subscribe { request, reply }).await?;
         Ok(Response::new(SubscriptionStream {
             inner: ReceiverStream::new(reply.events),
-            commands: self.commands.clone(),
+            commands,
             framework_id: reply.framework_id,
             stream_id: reply.stream_id,
         }))
@@ -75,7 +74,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
 
     async fn call(&self, request: Request<pb::Call>) -> Result<Response<pb::CallResponse>, Status> {
         let call = request.into_inner();
-        ask(&self.commands, |reply| Command::Call { call, reply }).await?;
+        ask(&self.gate.commands()?, |reply| Command::Call {
+            call,
+            reply,
+        })
+        .await?;
         Ok(Response::new(pb::CallResponse {}))
     }
 }

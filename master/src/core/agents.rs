@@ -91,10 +91,18 @@ impl MasterCore {
                 "agent '{agent_id}' was marked gone and cannot come back; register as a new agent"
             )));
         }
-        self.registry
-            .apply(RegistryOp::AdmitAgent(info.clone()))
-            .await
-            .map_err(|e| Status::unavailable(format!("registry write failed: {e}")))?;
+        // After a failover every agent re-registers at once; one that the registry
+        // already admits with the same info needs no write (and no raft round trip).
+        let already_admitted = self
+            .agents
+            .get(&agent_id)
+            .is_some_and(|known| known.reachable && known.info == info);
+        if !already_admitted {
+            self.registry
+                .apply(RegistryOp::AdmitAgent(info.clone()))
+                .await
+                .map_err(|e| Status::unavailable(format!("registry write failed: {e}")))?;
+        }
         info!(self.logger, "agent re-registered";
             "agent_id" => &agent_id, "tasks" => reregister.tasks.len());
         let session = self.connect_agent(info, total, sender);

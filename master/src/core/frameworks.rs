@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::{FrameworkConnection, FrameworkEntry, MasterCore, OUTBOUND_QUEUE, Timer};
-use crate::registry::{RegistryOp, RegistryState};
+use crate::registry::RegistryOp;
 
 /// What a successful SUBSCRIBE hands back to the API layer: the event stream (its
 /// first event, SUBSCRIBED, is already queued) and the ids that identify it.
@@ -39,14 +39,10 @@ pub(crate) fn refuse_duration(filters: Option<&pb::Filters>, default: Duration) 
 
 impl MasterCore {
     /// Rebuilds the registry's part of the state after a start.
-    pub(super) async fn recover(&mut self) {
-        let state = match self.registry.load().await {
-            Ok(state) => state,
-            Err(e) => {
-                error!(self.logger, "cannot load the registry; starting empty"; "error" => %e);
-                RegistryState::default()
-            }
-        };
+    /// A registry that cannot be read is an error, never an empty start: serving from
+    /// an empty registry would forget every agent and framework.
+    pub(super) async fn recover(&mut self) -> Result<(), crate::registry::RegistryError> {
+        let state = self.registry.load().await?;
         let now_wall = agora_core::time::now_secs();
         self.completed_frameworks = state
             .removed_frameworks
@@ -115,6 +111,7 @@ impl MasterCore {
         self.recompute_cluster_total();
         info!(self.logger, "registry recovered";
             "agents" => self.agents.len(), "frameworks" => self.frameworks.len());
+        Ok(())
     }
 
     pub(super) async fn subscribe(

@@ -330,9 +330,10 @@ impl MasterCore {
 
     /// Loads the registry and publishes the first view; done before the master
     /// serves anyone, so no reader sees an empty cluster that is not.
-    pub(crate) async fn start(&mut self) {
-        self.recover().await;
+    pub(crate) async fn start(&mut self) -> Result<(), crate::registry::RegistryError> {
+        self.recover().await?;
         self.publish_view();
+        Ok(())
     }
 
     /// Runs until `shutdown` resolves or every command sender is gone.

@@ -105,6 +105,7 @@ impl MasterCore {
             frameworks,
             tasks,
             completed_tasks,
+            group: None,
         }
     }
 

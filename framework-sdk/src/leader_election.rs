@@ -1,0 +1,191 @@
+//! [`LeaderElection`]: one leader among a framework's instances, built on a
+//! state-store lease, so a framework can run hot standbys.
+//!
+//! Every instance campaigns for the same lease name under its own holder id. The one
+//! granted the lease leads, and renews it every `ttl / 3`; the others retry at the
+//! same pace and take over once the lease is released or expires.
+//!
+//! # When an instance stops leading
+//! Leadership is published through a [`watch`] channel and turns `false` before the
+//! lease can pass to anyone else:
+//! - a renewal that fails, is refused, or whose outcome is unknown: the instance
+//!   steps down at once (a renewal is bounded to `ttl / 3`, so this happens at most
+//!   `2 · ttl / 3` after the last renewal was sent, while the lease still runs);
+//! - a renewal that finds the lease held by someone else;
+//! - [`LeaderElection::resign`], or dropping the election: it steps down, then
+//!   releases the lease so a standby takes over without waiting for the ttl.
+//!
+//! The lease's expiry starts on the master when it applies the grant, which is after
+//! the request was sent; so measuring from the send time, as the campaign does, never
+//! overestimates how long the lease lasts.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use agora_sdk::{LeaderElection, StateStore};
+//!
+//! # async fn example() -> Result<(), agora_sdk::StateStoreError> {
+//! let store = StateStore::connect(vec!["10.0.0.1:5050".into()], "cron")?;
+//! let election = LeaderElection::campaign(store, "scheduler", "host-a/4242", Duration::from_secs(15));
+//! let mut leadership = election.leadership();
+//! loop {
+//!     // Stand by until this instance leads...
+//!     if leadership.wait_for(|leading| *leading).await.is_err() {
+//!         break; // the campaign ended (see `resign` for why)
+//!     }
+//!     // ...then work until it no longer does (run the scheduler in a task and
+//!     // abort it here).
+//!     if leadership.wait_for(|leading| !*leading).await.is_err() {
+//!         break;
+//!     }
+//! }
+//! election.resign().await
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::state_store::{LeaseOutcome, StateStore, StateStoreError};
+
+/// Shortest pause between two attempts, whatever the ttl: a ttl the master refuses
+/// must not turn the campaign into a busy loop.
+const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A running campaign for one lease. Dropping it resigns.
+pub struct LeaderElection {
+    /// True while this instance holds the lease and its last renewal is recent
+    /// enough that the lease cannot have passed to anyone else.
+    leading: watch::Receiver<bool>,
+    /// Set to true (or dropped) to end the campaign.
+    resign: watch::Sender<bool>,
+    /// The campaign; ends after a resignation, or with an error that retrying cannot
+    /// fix (an invalid name, holder or ttl).
+    task: JoinHandle<Result<(), StateStoreError>>,
+}
+
+impl LeaderElection {
+    /// Starts campaigning for lease `name` as `holder` (unique per instance, e.g. a
+    /// host name and a process id). The lease lasts `ttl` (1 s to 1 h) and is renewed
+    /// every `ttl / 3`. Must be called within a Tokio runtime: it spawns the campaign.
+    pub fn campaign(
+        store: StateStore,
+        name: impl Into<String>,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> LeaderElection {
+        let (leading_tx, leading) = watch::channel(false);
+        let (resign, resign_rx) = watch::channel(false);
+        let campaign = Campaign {
+            store,
+            name: name.into(),
+            holder: holder.into(),
+            ttl,
+            leading: leading_tx,
+        };
+        let task = tokio::spawn(campaign.run(resign_rx));
+        LeaderElection {
+            leading,
+            resign,
+            task,
+        }
+    }
+
+    /// Whether this instance leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Leadership as it changes: `true` when this instance starts leading, `false`
+    /// when it steps down. `wait_for(|leading| *leading)` waits to lead.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
+    /// Whether the campaign has ended (only after an error that retrying cannot fix,
+    /// unless it resigned); [`resign`](Self::resign) then returns that error.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops campaigning: steps down, then releases the lease so a standby can take
+    /// over at once. Returns the release's error, or the error that ended the
+    /// campaign earlier. If the release fails the lease simply expires after its ttl.
+    pub async fn resign(self) -> Result<(), StateStoreError> {
+        self.resign.send_replace(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(StateStoreError::CampaignAborted(e.to_string())),
+        }
+    }
+}
+
+/// The campaign task's state.
+struct Campaign {
+    store: StateStore,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    /// Published leadership; only this task writes it.
+    leading: watch::Sender<bool>,
+}
+
+impl Campaign {
+    async fn run(self, mut resign: watch::Receiver<bool>) -> Result<(), StateStoreError> {
+        let interval = (self.ttl / 3).max(MIN_RETRY_INTERVAL);
+        loop {
+            let sent_at = Instant::now();
+            // Bounded to one interval so a failed renewal is known before the lease
+            // (which runs at least `ttl` from `sent_at`) can expire.
+            let attempt = tokio::select! {
+                _ = resigned(&mut resign) => break,
+                attempt = tokio::time::timeout(
+                    interval,
+                    self.store.acquire_lease(&self.name, &self.holder, self.ttl),
+                ) => attempt,
+            };
+            match attempt {
+                Ok(Ok(LeaseOutcome::Granted(_))) => self.set_leading(true),
+                Ok(Ok(LeaseOutcome::HeldByOther(_))) => self.set_leading(false),
+                Ok(Err(e)) if is_permanent(&e) => {
+                    self.set_leading(false);
+                    return Err(e);
+                }
+                Ok(Err(_)) | Err(_) => self.set_leading(false),
+            }
+            tokio::select! {
+                _ = resigned(&mut resign) => break,
+                _ = tokio::time::sleep_until(sent_at + interval) => {}
+            }
+        }
+        // Stop acting as leader before anyone else can become one.
+        self.set_leading(false);
+        self.store
+            .release_lease(&self.name, &self.holder)
+            .await
+            .map(|_released| ())
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
+            changed
+        });
+    }
+}
+
+/// Resolves once the election asks to resign, or is dropped.
+async fn resigned(resign: &mut watch::Receiver<bool>) {
+    let _ = resign.wait_for(|resigned| *resigned).await;
+}
+
+/// Errors no later attempt can fix: the request itself is wrong.
+fn is_permanent(error: &StateStoreError) -> bool {
+    matches!(
+        error,
+        StateStoreError::Config(_) | StateStoreError::Invalid(_)
+    )
+}
