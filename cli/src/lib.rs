@@ -28,9 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole cluster in one process: one master and N agents.
+    /// Run a whole cluster in one process: one master (or a group of 3 or 5 with
+    /// `--masters`) and N agents.
     Dev(commands::dev::DevArgs),
-    /// Run a master.
+    /// Run a master (alone, or one of a raft group with `--id`/`--peers`); `add`,
+    /// `remove` and `group` manage the group.
     Master(commands::master::MasterArgs),
     /// Run an agent.
     Agent(commands::agent::AgentArgs),

@@ -321,9 +321,9 @@ impl SchedulerDriver {
                 if let Some(ack) = ack
                     && !driver.is_torn_down()
                 {
-                    // A lost acknowledgement is resent by the agent with the update;
-                    // the handle has already logged why it failed.
-                    let _ = driver.acknowledge(&ack).await;
+                    // Not awaited: reading events never waits for a round trip per
+                    // update.
+                    driver.acknowledge_in_background(ack).await;
                 }
             }
             Some(Event::Message(message)) => scheduler.message(driver, message).await,

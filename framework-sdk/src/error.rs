@@ -82,8 +82,9 @@ impl From<tonic::Status> for DriverError {
     }
 }
 
-/// The `agora-leader` metadata of a status, if present and plausibly an address.
-fn leader_hint(status: &tonic::Status) -> Option<String> {
+/// The `agora-leader` metadata of a status, if present and plausibly an address: a
+/// follower master names the leader this way on its refusals.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
     let value = status.metadata().get(LEADER_METADATA_KEY)?.to_str().ok()?;
     let value = value.trim();
     // An empty or absurd hint is no hint: the driver then tries the next master.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use agora_core::limits;
 use agora_proto as pb;
 use agora_proto::scheduler_client::SchedulerClient;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tonic::transport::Channel;
 
 use crate::error::DriverError;
@@ -43,9 +43,16 @@ struct Shared {
     torn_down: AtomicBool,
     /// Deadline of every call.
     request_timeout: Duration,
+    /// Bounds automatic acknowledgements in flight (see
+    /// [`SchedulerHandle::acknowledge_in_background`]); TEARDOWN takes every permit
+    /// so that it follows the acknowledgements already sent.
+    acks_in_flight: Arc<Semaphore>,
     /// Where failed calls are logged.
     logger: slog::Logger,
 }
+
+/// Most automatic acknowledgements outstanding at once.
+const MAX_ACKS_IN_FLIGHT: u32 = 256;
 
 #[derive(Default)]
 struct Link {
@@ -83,6 +90,7 @@ impl SchedulerHandle {
                 stop,
                 torn_down: AtomicBool::new(false),
                 request_timeout,
+                acks_in_flight: Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT as usize)),
                 logger,
             }),
         }
@@ -252,6 +260,23 @@ impl SchedulerHandle {
         .await
     }
 
+    /// Sends an acknowledgement without waiting for the master's answer, so that the
+    /// driver reads the next event at once; waits only while the maximum number of
+    /// acknowledgements is already in flight. A lost acknowledgement is harmless: the
+    /// agent resends the update. The agent keeps one update per task in flight, so
+    /// acknowledgements of different updates may overtake each other.
+    pub(crate) async fn acknowledge_in_background(&self, status: pb::TaskStatus) {
+        let Ok(permit) = self.shared.acks_in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let handle = self.clone();
+        tokio::spawn(async move {
+            // The call has logged why it failed, if it did.
+            let _ = handle.acknowledge(&status).await;
+            drop(permit);
+        });
+    }
+
     /// RECONCILE: the master answers with an update per task (every task it knows
     /// for this framework when `tasks` is empty).
     pub async fn reconcile(
@@ -289,6 +314,13 @@ impl SchedulerHandle {
     /// TEARDOWN: removes the framework and kills all its tasks; once the master
     /// confirms, the driver stops and `run` returns `Ok(())`.
     pub async fn teardown(&self) -> Result<(), DriverError> {
+        // Let acknowledgements already sent land first (each is bounded by the
+        // request timeout), so that the framework's last updates are not resent.
+        let _all_acks_answered = self
+            .shared
+            .acks_in_flight
+            .acquire_many(MAX_ACKS_IN_FLIGHT)
+            .await;
         self.call(pb::call::Call::Teardown(pb::call::Teardown {}))
             .await?;
         self.shared.torn_down.store(true, Ordering::Release);

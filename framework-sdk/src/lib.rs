@@ -82,7 +82,7 @@ pub use agora_core::{RangeSet, ResourceError, Resources};
 pub use agora_proto as proto;
 pub use config::DriverConfig;
 pub use driver::SchedulerDriver;
-pub use error::{DriverError, LEADER_METADATA_KEY};
+pub use error::{DriverError, LEADER_METADATA_KEY, leader_hint};
 pub use handle::SchedulerHandle;
 pub use leader_election::LeaderElection;
 pub use logging::{discard_logger, stderr_logger};

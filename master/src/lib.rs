@@ -117,6 +117,10 @@ pub struct MasterHandle {
     supervisor: JoinHandle<()>,
     replica: Replica,
     gate: serving::LeaderGate,
+    /// Set once `wait` has seen the server task end.
+    server_finished: bool,
+    /// Set once `wait` has seen the raft task end.
+    raft_finished: bool,
     logger: Logger,
 }
 
@@ -255,6 +259,8 @@ impl Master {
             supervisor,
             replica,
             gate,
+            server_finished: false,
+            raft_finished: false,
             logger,
         })
     }
@@ -281,15 +287,21 @@ impl MasterHandle {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
         self.replica.handle.shutdown().await;
-        let _ = self.replica.task.await;
-        // Long-lived streams end when the core drops their senders; a client that
-        // keeps a connection open cannot hold the shutdown for long.
-        let abort = self.server.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), self.server)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        // `wait` may have seen either task finish already; a finished JoinHandle must
+        // not be polled again.
+        if !self.raft_finished {
+            let _ = self.replica.task.await;
+        }
+        if !self.server_finished {
+            // Long-lived streams end when the core drops their senders; a client that
+            // keeps a connection open cannot hold the shutdown for long.
+            let abort = self.server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), self.server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         info!(self.logger, "master stopped");
     }
@@ -297,18 +309,27 @@ impl MasterHandle {
     /// Waits until the master stops by itself: the server failed, or the raft node
     /// stopped (its storage failed, or it was removed from the group).
     pub async fn wait(&mut self) -> Result<(), MasterError> {
+        if self.server_finished || self.raft_finished {
+            return Err(MasterError::RaftStopped(
+                "the master already stopped".into(),
+            ));
+        }
         tokio::select! {
-            server = &mut self.server => match server {
+            server = &mut self.server => {
+                self.server_finished = true;
+                match server {
                 Ok(result) => result,
                 Err(e) => Err(MasterError::Server(std::io::Error::other(e))),
-            },
-            raft = &mut self.replica.task => match raft {
+            }},
+            raft = &mut self.replica.task => {
+                self.raft_finished = true;
+                match raft {
                 Ok(Ok(())) => Err(MasterError::RaftStopped(
                     self.replica.handle.leadership().borrow().stopped.clone().unwrap_or_default(),
                 )),
                 Ok(Err(e)) => Err(MasterError::Storage(e)),
                 Err(e) => Err(MasterError::RaftStopped(e.to_string())),
-            },
+            }},
         }
     }
 }

@@ -15,6 +15,12 @@
 //! Every wait has a generous deadline ([`WAIT`]) so that a broken feature fails the
 //! test with a message instead of hanging it; no test relies on a deadline to pass.
 
+pub mod master_group;
+pub mod sim_agent;
+
+pub use master_group::{GroupFramework, MasterGroup, MasterGroupBuilder};
+pub use sim_agent::{SimAgent, SimAgentConfig, SimAgentStatus, SimCounters};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -319,8 +325,8 @@ pub enum Seen {
 }
 
 /// Forwards every callback to a channel.
-struct ChannelScheduler {
-    events: mpsc::UnboundedSender<Seen>,
+pub(crate) struct ChannelScheduler {
+    pub(crate) events: mpsc::UnboundedSender<Seen>,
 }
 
 impl Scheduler for ChannelScheduler {

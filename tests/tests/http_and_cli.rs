@@ -1,7 +1,7 @@
 //! The master's HTTP endpoints and the operator commands of the `agora` binary.
 
 use agora_proto as pb;
-use agora_tests::{ClusterBuilder, TestFramework, http_get, node_bin};
+use agora_tests::{ClusterBuilder, GroupFramework, MasterGroup, TestFramework, http_get, node_bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_state_answer_over_http() {
@@ -82,6 +82,20 @@ fn agora(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
+/// Runs `agora args` expecting it to fail; returns its stderr.
+fn agora_fails(args: &[&str]) -> String {
+    let output = std::process::Command::new(node_bin!())
+        .args(args)
+        .output()
+        .expect("the agora binary runs");
+    assert!(
+        !output.status.success(),
+        "agora {args:?} succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_agents_frameworks_and_tasks() {
     let cluster = ClusterBuilder::new(node_bin!()).agents(2).start().await;
@@ -148,6 +162,13 @@ fn every_subcommand_has_help() {
         let help = agora(&[sub, "--help"]);
         assert!(help.contains("Usage: "), "agora {sub} --help: {help}");
     }
+    for sub in ["add", "remove", "group"] {
+        let help = agora(&["master", sub, "--help"]);
+        assert!(
+            help.contains("Usage: ") && help.contains(&format!(" master {sub} ")),
+            "agora master {sub} --help: {help}"
+        );
+    }
     let bad = std::process::Command::new(node_bin!())
         .args([
             "agent",
@@ -168,4 +189,124 @@ fn every_subcommand_has_help() {
         stderr.contains("cpus:lots") || stderr.contains("not a number"),
         "{stderr}"
     );
+}
+
+#[test]
+fn master_group_flags_are_checked_before_anything_starts() {
+    let peers = "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3";
+    let stderr = agora_fails(&["master", "--id", "4", "--peers", peers]);
+    assert!(
+        stderr.contains("--id 4 is not among --peers (ids 1, 2, 3)") && stderr.contains("--join"),
+        "{stderr}"
+    );
+    let stderr = agora_fails(&["master", "--peers", "1=127.0.0.1:1,1=127.0.0.1:2"]);
+    assert!(stderr.contains("master id 1 appears twice"), "{stderr}");
+    let stderr = agora_fails(&["master", "--peers", "1=127.0.0.1"]);
+    assert!(stderr.contains("no port"), "{stderr}");
+    let stderr = agora_fails(&[
+        "master",
+        "--peers",
+        peers,
+        "--raft-election-ticks",
+        "2",
+        "--raft-heartbeat-ticks",
+        "2",
+    ]);
+    assert!(
+        stderr.contains("--raft-election-ticks (2) must be more"),
+        "{stderr}"
+    );
+    let stderr = agora_fails(&["master", "--listen", "127.0.0.1:0", "group"]);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let stderr = agora_fails(&["master", "add", "--id", "0", "--address", "127.0.0.1:1"]);
+    assert!(stderr.contains("--id"), "{stderr}");
+    let stderr = agora_fails(&["master", "add", "--id", "4", "--address", "nowhere"]);
+    assert!(stderr.contains("no port"), "{stderr}");
+    let stderr = agora_fails(&["dev", "--masters", "2"]);
+    assert!(stderr.contains("1, 3 or 5"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_finds_the_leader_of_a_master_group() {
+    let mut group = MasterGroup::start(node_bin!()).await;
+    let leader = group.wait_for_leader().await;
+    let leader_addr = group.address(leader).to_string();
+    let followers: Vec<u64> = group.ids().into_iter().filter(|id| *id != leader).collect();
+    let (asked, removed) = match followers[..] {
+        [asked, removed] => (asked, removed),
+        _ => panic!("three masters, one leading: {followers:?}"),
+    };
+    let follower = group.address(asked).to_string();
+    let fw = GroupFramework::start(group.addresses(), TestFramework::info("grouped", 0.0)).await;
+
+    let asking = follower.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let follower = asking;
+        let group_view = agora(&["master", "group", "--master", &follower]);
+        let own_view = agora(&["master", "group", "--master", &follower, "--no-follow"]);
+        let state = agora(&["state", "--master", &follower]);
+        // A master that does not answer first, then a follower: the view comes from
+        // the leader the follower names.
+        let frameworks = agora(&["frameworks", "--master", &format!("127.0.0.1:1,{follower}")]);
+        let unknown = agora_fails(&["master", "remove", "--id", "9", "--master", &follower]);
+        let removal = agora(&[
+            "master",
+            "remove",
+            "--id",
+            &removed.to_string(),
+            "--master",
+            &follower,
+        ]);
+        (group_view, own_view, state, frameworks, unknown, removal)
+    })
+    .await
+    .expect("the CLI runs");
+    let (group_view, own_view, state, frameworks, unknown, removal) = output;
+
+    assert!(
+        group_view.contains(&format!(
+            "Leader: master {leader} at {leader_addr} (this master)"
+        )),
+        "the group is shown as the leader sees it: {group_view}"
+    );
+    for id in group.ids() {
+        assert!(
+            group_view.contains(&format!("{id}   {}", group.address(id))),
+            "master {id} is listed: {group_view}"
+        );
+    }
+    assert!(
+        own_view.contains(&format!(
+            "As seen by master {asked} at {follower} (FOLLOWER)"
+        )),
+        "{own_view}"
+    );
+    assert!(
+        state.contains("does not lead")
+            && state.contains(&format!("Leader: master {leader} at {leader_addr}"))
+            && state.contains("Masters (3)"),
+        "{state}"
+    );
+    assert!(
+        frameworks.contains("grouped") && frameworks.contains("yes"),
+        "the frameworks came from the leader: {frameworks}"
+    );
+    assert!(unknown.contains("master 9 is not a member"), "{unknown}");
+    assert!(
+        removal.contains(&format!("Master {removed} is no longer a member")),
+        "{removal}"
+    );
+    let members: Vec<u64> = group
+        .group_view(leader)
+        .await
+        .expect("the leader answers")
+        .members
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let mut expected = vec![leader, asked];
+    expected.sort_unstable();
+    assert_eq!(members, expected, "master {removed} left the group");
+
+    fw.stop().await;
 }

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod executor;
 pub mod frameworks;
 pub mod master;
+pub mod master_group;
 pub mod state;
 pub mod tasks;
 

@@ -1,8 +1,14 @@
-//! `agora state`: the whole cluster at a glance.
+//! `agora state`: the whole cluster at a glance, and who leads the master group.
+//!
+//! Any master answers: the leader with everything, a follower with itself and the
+//! group (soft state lives on the leader), which is what an operator needs to see
+//! when the leader is the thing in doubt.
 
 use clap::Args;
 
-use crate::operator_client::{ViewArgs, fetch_state, print_json};
+use crate::operator_client::{ViewArgs, fetch_any_state, leads, master_list, print_json};
+
+use super::master_group::{leader_line, own_role, render_view};
 
 #[derive(Args)]
 pub struct StateArgs {
@@ -11,15 +17,44 @@ pub struct StateArgs {
 }
 
 pub async fn run(args: StateArgs) -> anyhow::Result<()> {
-    let state = fetch_state(&args.view.master).await?;
+    let masters = master_list(&args.view.master)?;
+    let (_, state) = fetch_any_state(&masters).await?;
     if args.view.json {
         return print_json(&state);
     }
     let master = state.master_info.clone().unwrap_or_default();
-    println!(
-        "Master {} (version {}, leading)",
-        master.address, master.version
-    );
+    let leading = leads(state.group.as_ref());
+    match &state.group {
+        Some(group) => {
+            println!(
+                "Master {} (id {}, {}, version {})",
+                master.address,
+                group.self_id,
+                own_role(group),
+                master.version
+            );
+            println!("{}", leader_line(group));
+        }
+        None => println!(
+            "Master {} (version {}, leading)",
+            master.address, master.version
+        ),
+    }
+    if let Some(group) = state.group.as_ref().filter(|_| !leading) {
+        println!();
+        println!(
+            "This master does not lead: agents, frameworks and tasks are on the leader{}.",
+            if group.leader_address.is_empty() {
+                String::new()
+            } else {
+                format!(" (agora state --master {})", group.leader_address)
+            }
+        );
+        println!();
+        println!("Masters ({})", group.members.len());
+        print!("{}", render_view(group));
+        return Ok(());
+    }
     println!();
     println!("Agents ({})", state.agents.len());
     print!("{}", super::agents::render(&state.agents));
@@ -34,5 +69,10 @@ pub async fn run(args: StateArgs) -> anyhow::Result<()> {
         state.completed_tasks.len()
     );
     print!("{}", super::tasks::render(&tasks));
+    if let Some(group) = &state.group {
+        println!();
+        println!("Masters ({})", group.members.len());
+        print!("{}", render_view(group));
+    }
     Ok(())
 }

@@ -147,6 +147,7 @@ impl pb::operator_server::Operator for OperatorApi {
             return Err(Status::invalid_argument("id: a raft id is not 0"));
         }
         check_address(&request.address)?;
+        self.gate.commands()?;
         let group = self.gate.replica.group().await?;
         if group.members.iter().any(|m| m.id == request.id) {
             return Err(Status::already_exists(format!(
@@ -169,6 +170,8 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::RemoveMasterRequest>,
     ) -> Result<Response<pb::MasterGroup>, Status> {
         let id = request.into_inner().id;
+        // Only the leader's view of the membership is current.
+        self.gate.commands()?;
         let group = self.gate.replica.group().await?;
         if !group.members.iter().any(|m| m.id == id) {
             return Err(Status::not_found(format!(

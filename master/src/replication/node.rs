@@ -818,7 +818,8 @@ impl RaftNode {
                 "index" => entry.index, "error" => %e);
             return Ok(());
         }
-        let context = MemberChangeContext::decode(cc.get_context()).unwrap_or_default();
+        // raft-rs keeps `propose_conf_change`'s context on the entry, not in the change.
+        let context = MemberChangeContext::decode(entry.get_context()).unwrap_or_default();
         let conf_state = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
             Err(e) => {
