@@ -3,8 +3,9 @@
 //! # Layout
 //! - [`main`]: parses the command line and runs one subcommand.
 //! - `commands/`: one file per subcommand — `dev`, `master`, `agent`, `executor`
-//!   (hidden: the built-in command executor the agent starts), and the operator views
-//!   `state`, `agents`, `frameworks`, `tasks`.
+//!   (hidden: the built-in command executor the agent starts), the operator views
+//!   `state`, `agents`, `frameworks`, `tasks`, and the operator commands `quota`,
+//!   `weights`, `roles` and `agent drain|reactivate`.
 //! - `operator_client`: the gRPC connection the operator views share.
 //! - `table`: plain-text tables for the operator views.
 //! - `logging`: the slog logger every process uses.
@@ -34,8 +35,8 @@ enum Command {
     /// Run a master (alone, or one of a raft group with `--id`/`--peers`); `add`,
     /// `remove` and `group` manage the group.
     Master(commands::master::MasterArgs),
-    /// Run an agent.
-    Agent(commands::agent::AgentArgs),
+    /// Run an agent; `drain` and `reactivate` put one under maintenance and back.
+    Agent(commands::agent::AgentCli),
     /// The built-in command executor (started by agents, not by hand).
     #[command(hide = true)]
     Executor,
@@ -47,6 +48,12 @@ enum Command {
     Frameworks(operator_client::ViewArgs),
     /// List tasks.
     Tasks(commands::tasks::TasksArgs),
+    /// Set, show or remove the quotas of roles.
+    Quota(commands::quota::QuotaArgs),
+    /// Show role weights, or set them with `set role=weight,...`.
+    Weights(commands::weights::WeightsArgs),
+    /// List roles with their weight, quota, allocation and share.
+    Roles(operator_client::ListArgs),
 }
 
 /// Builds a runtime, or says why it cannot.
@@ -73,12 +80,15 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => commands::dev::run(args).await,
             Command::Master(args) => commands::master::run(args).await,
-            Command::Agent(args) => commands::agent::run(args).await,
+            Command::Agent(args) => commands::agent::main(args).await,
             Command::Executor => Ok(()),
             Command::State(args) => commands::state::run(args).await,
             Command::Agents(args) => commands::agents::run(args).await,
             Command::Frameworks(args) => commands::frameworks::run(args).await,
             Command::Tasks(args) => commands::tasks::run(args).await,
+            Command::Quota(args) => commands::quota::run(args).await,
+            Command::Weights(args) => commands::weights::run(args).await,
+            Command::Roles(args) => commands::roles::run(args).await,
         }
     });
     match result {

@@ -29,6 +29,27 @@ pub struct ViewArgs {
     pub json: bool,
 }
 
+/// Flags of an operator command that changes something on the leader.
+#[derive(Args, Clone)]
+pub struct LeaderArgs {
+    /// Master address(es), comma-separated host:port: any masters of the group; the
+    /// leader is found from them.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: String,
+}
+
+/// Flags of an operator listing that the leader answers.
+#[derive(Args, Clone)]
+pub struct ListArgs {
+    /// Master address(es), comma-separated host:port: any masters of the group; the
+    /// leader is found from them.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// An operator API client of one master.
 pub type OperatorClient = pb::operator_client::OperatorClient<Channel>;
 
@@ -239,6 +260,27 @@ where
         failures.join("\n  ")
     )
     .context("cannot reach the leader of the master group"))
+}
+
+/// Runs one call on the leader of the group named by a `--master` flag, following
+/// followers' hints; the leader's address and answer. `call` must build its request
+/// afresh each time (it may run against several masters).
+pub async fn on_leader<T, F, Fut>(masters: &str, mut call: F) -> anyhow::Result<(String, T)>
+where
+    F: FnMut(OperatorClient) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let masters = master_list(masters)?;
+    ask_leader(&masters, |client, _| {
+        let answer = call(client);
+        async move {
+            match answer.await {
+                Ok(answer) => Attempt::Done(answer.into_inner()),
+                Err(status) => Attempt::from_status(status),
+            }
+        }
+    })
+    .await
 }
 
 /// A status as an operator reads it: the message, with the code when that says more.

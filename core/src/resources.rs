@@ -588,6 +588,55 @@ impl Resources {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Fast paths for the master's allocator. One allocation pass visits tens of thousands
+// of agents; these let it read fixed-point amounts directly and build each offer as
+// one copy, instead of cloning and subtracting whole bags. General code should use
+// the methods above.
+// ---------------------------------------------------------------------------------
+
+/// Thousandths per unit: `Quantity::Scalar(v)` holds `v / FIXED_POINT_SCALE` units.
+pub const FIXED_POINT_SCALE: i64 = SCALE as i64;
+
+impl Resources {
+    /// Number of (name, role) entries; the positions [`Resources::pick`] passes.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// A copy of some of the entries, in entry order (the order of [`Resources::iter`]).
+    /// `keep(position, key, quantity)` answers `None` to drop an entry; for a scalar,
+    /// `Some(v)` keeps `min(v, what is there)` thousandths (0 or less drops it); for
+    /// ranges and sets any `Some` keeps the entry whole. The result is therefore always
+    /// contained in `self`, and keeps its invariants.
+    pub fn pick(
+        &self,
+        mut keep: impl FnMut(usize, &ResourceKey, &Quantity) -> Option<i64>,
+    ) -> Self {
+        // Collecting sorted entries lets the map be built in bulk.
+        let entries = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(position, (key, quantity))| {
+                let amount = keep(position, key, quantity)?;
+                let kept = match quantity {
+                    Quantity::Scalar(have) => {
+                        let v = amount.min(*have);
+                        if v <= 0 {
+                            return None;
+                        }
+                        Quantity::Scalar(v)
+                    }
+                    other => other.clone(),
+                };
+                Some((key.clone(), kept))
+            })
+            .collect();
+        Resources { entries }
+    }
+}
+
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (k, q)) in self.entries.iter().enumerate() {
@@ -722,5 +771,22 @@ mod tests {
         fn proto_round_trip(a in arb_resources()) {
             prop_assert_eq!(Resources::from_proto(&a.to_proto()).unwrap(), a);
         }
+
+        #[test]
+        fn pick_keeps_a_contained_part(a in arb_resources(), keep in proptest::collection::vec(-1i64..10_000_000, 3)) {
+            let part = a.pick(|i, _, _| keep.get(i).copied().filter(|&v| v >= 0));
+            prop_assert!(a.contains(&part));
+            prop_assert!(part.iter().all(|(_, q)| !q.is_empty()));
+        }
+    }
+
+    #[test]
+    fn pick_shrinks_scalars_and_keeps_ranges_whole() {
+        let r = Resources::parse("cpus:2;mem:1024;ports:[1-5];cpus(eng):1").unwrap();
+        assert_eq!(r.entry_count(), 4);
+        // Entry order: cpus(*), cpus(eng), mem, ports.
+        let part = r.pick(|i, _, _| [Some(500), None, Some(0), Some(0)][i]);
+        assert_eq!(part, Resources::parse("cpus:0.5;ports:[1-5]").unwrap());
+        assert_eq!(FIXED_POINT_SCALE, 1000);
     }
 }

@@ -328,6 +328,9 @@ impl SchedulerDriver {
             }
             Some(Event::Message(message)) => scheduler.message(driver, message).await,
             Some(Event::Failure(failure)) => scheduler.failure(driver, failure).await,
+            Some(Event::AgentDraining(draining)) => {
+                scheduler.agent_draining(driver, draining).await
+            }
             Some(Event::Error(error)) => {
                 slog::error!(log, "the master sent ERROR"; "message" => &error.message);
                 scheduler.error(driver, error.message.clone()).await;

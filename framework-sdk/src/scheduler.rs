@@ -54,6 +54,19 @@ pub trait Scheduler: Send {
         async {}
     }
 
+    /// An agent where this framework has tasks is being drained for maintenance: it
+    /// makes no new offers, and what still runs on it at `draining.deadline` (seconds
+    /// since the epoch; 0 = none) is killed with REASON_AGENT_DRAINING. A framework
+    /// may move its tasks first. The default does nothing.
+    fn agent_draining(
+        &mut self,
+        driver: &SchedulerHandle,
+        draining: pb::event::AgentDraining,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (driver, draining);
+        async {}
+    }
+
     /// A task changed state. With `auto_acknowledge` (the default) the driver
     /// acknowledges the update after this returns.
     fn update(

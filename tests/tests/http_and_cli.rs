@@ -310,3 +310,171 @@ async fn the_cli_finds_the_leader_of_a_master_group() {
 
     fw.stop().await;
 }
+
+#[test]
+fn the_role_and_maintenance_commands_have_help() {
+    for args in [
+        &["quota", "--help"][..],
+        &["quota", "set", "--help"],
+        &["quota", "get", "--help"],
+        &["quota", "rm", "--help"],
+        &["weights", "--help"],
+        &["weights", "set", "--help"],
+        &["roles", "--help"],
+        &["agent", "drain", "--help"],
+        &["agent", "reactivate", "--help"],
+    ] {
+        let help = agora(args);
+        assert!(help.contains("Usage: "), "agora {args:?}: {help}");
+        // Every command that asks a master takes the group's addresses.
+        assert!(
+            args == ["quota", "--help"] || help.contains("--master"),
+            "agora {args:?}: {help}"
+        );
+    }
+    let agent = agora(&["agent", "--help"]);
+    assert!(
+        agent.contains("drain") && agent.contains("reactivate") && agent.contains("--work-dir"),
+        "{agent}"
+    );
+    // Refused before any master is asked.
+    let stderr = agora_fails(&["quota", "set", "eng", "--guarantee", "cpus(eng):1"]);
+    assert!(stderr.contains("unreserved"), "{stderr}");
+    let stderr = agora_fails(&["quota", "set", "eng"]);
+    assert!(stderr.contains("--guarantee, --limit or both"), "{stderr}");
+    let stderr = agora_fails(&["weights", "set", "eng=0"]);
+    assert!(stderr.contains("above 0"), "{stderr}");
+    let stderr = agora_fails(&["agent", "drain", "x", "--deadline", "soon"]);
+    assert!(stderr.contains("not a duration"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_weights_roles_and_drains_from_the_cli() {
+    let cluster = ClusterBuilder::new(node_bin!()).agents(1).start().await;
+    let agent = cluster.agents[0].0.clone();
+    // A master that does not answer first: every command finds the leader.
+    let master = format!("127.0.0.1:1,{}", cluster.master_addr);
+    let output = tokio::task::spawn_blocking(move || {
+        let m = master.as_str();
+        let set = agora(&[
+            "quota",
+            "set",
+            "eng",
+            "--guarantee",
+            "cpus:1;mem:128",
+            "--limit",
+            "cpus:2;gpus:0",
+            "--master",
+            m,
+        ]);
+        let listed = agora(&["quota", "get", "--master", m]);
+        let one = agora(&["quota", "get", "eng", "--master", m, "--json"]);
+        let bad = agora_fails(&["quota", "set", "*", "--guarantee", "cpus:1", "--master", m]);
+        let over = agora_fails(&[
+            "quota",
+            "set",
+            "eng",
+            "--guarantee",
+            "cpus:4",
+            "--limit",
+            "cpus:2",
+            "--master",
+            m,
+        ]);
+        let weighted = agora(&["weights", "set", "eng=2,ops=0.5", "--master", m]);
+        let weights = agora(&["weights", "--master", m]);
+        let roles = agora(&["roles", "--master", m]);
+        let roles_json = agora(&["roles", "--master", m, "--json"]);
+        let removed = agora(&["quota", "rm", "eng", "--master", m]);
+        let gone = agora_fails(&["quota", "get", "eng", "--master", m]);
+        let drained = agora(&["agent", "drain", &agent, "--deadline", "10m", "--master", m]);
+        let agents = agora(&["agents", "--master", m]);
+        let reactivated = agora(&["agent", "reactivate", &agent, "--master", m]);
+        let unknown = agora_fails(&["agent", "drain", "no-such-agent", "--master", m]);
+        (
+            set,
+            listed,
+            one,
+            bad,
+            over,
+            weighted,
+            weights,
+            roles,
+            roles_json,
+            removed,
+            gone,
+            drained,
+            agents,
+            reactivated,
+            unknown,
+        )
+    })
+    .await
+    .expect("the CLI runs");
+    let (
+        set,
+        listed,
+        one,
+        bad,
+        over,
+        weighted,
+        weights,
+        roles,
+        roles_json,
+        removed,
+        gone,
+        drained,
+        agents,
+        reactivated,
+        unknown,
+    ) = output;
+    assert!(set.contains("Quota of role 'eng' set"), "{set}");
+    assert!(
+        listed.starts_with("ROLE") && listed.contains("eng   cpus:1;mem:128  cpus:2;gpus:0"),
+        "{listed}"
+    );
+    let one: serde_json::Value = serde_json::from_str(&one).expect("--json prints JSON");
+    assert_eq!(one[0]["role"], "eng");
+    assert_eq!(one[0]["limit"][1]["name"], "gpus");
+    assert!(
+        bad.contains("quota.role") && bad.contains("InvalidArgument"),
+        "{bad}"
+    );
+    assert!(over.contains("exceeds the limit"), "{over}");
+    assert!(weighted.contains("Weights set"), "{weighted}");
+    assert!(
+        weights.contains("eng   2") && weights.contains("ops   0.5"),
+        "{weights}"
+    );
+    assert!(
+        roles.starts_with("ROLE") && roles.contains("SHARE"),
+        "{roles}"
+    );
+    let eng_row = roles
+        .lines()
+        .find(|l| l.starts_with("eng "))
+        .unwrap_or_else(|| panic!("eng is listed: {roles}"));
+    assert!(
+        eng_row.contains(" 2 ") && eng_row.contains("cpus:1;mem:128"),
+        "{roles}"
+    );
+    let roles_json: serde_json::Value = serde_json::from_str(&roles_json).expect("JSON roles");
+    assert!(
+        roles_json
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["role"] == "ops" && r["weight"] == 0.5)),
+        "{roles_json}"
+    );
+    assert!(removed.contains("removed"), "{removed}");
+    assert!(gone.contains("has no quota"), "{gone}");
+    assert!(
+        drained.contains("is draining") && drained.contains("in 10m"),
+        "{drained}"
+    );
+    assert!(agents.contains("DRAINED"), "no task ran there: {agents}");
+    assert!(reactivated.contains("active again"), "{reactivated}");
+    assert!(unknown.contains("not known"), "{unknown}");
+    let state = cluster.state().await;
+    assert_eq!(state.agents[0].status, "ACTIVE");
+    cluster.shutdown().await;
+}

@@ -1,4 +1,5 @@
-//! `agora agent`: run an agent.
+//! `agora agent`: run an agent, or put one under maintenance with the `drain` and
+//! `reactivate` subcommands (`agent_drain.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,10 +7,42 @@ use std::time::Duration;
 
 use agora_agent::{Agent, AgentConfig};
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::parse_duration;
 
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCli {
+    /// Without a subcommand, `agora agent` runs an agent.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    #[command(flatten)]
+    pub run: AgentArgs,
+}
+
+/// Maintenance of a registered agent, asked of the masters' leader.
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Drain an agent: no new offers, its frameworks are told, what still runs at
+    /// --deadline is killed, then it is DRAINED.
+    Drain(super::agent_drain::DrainArgs),
+    /// End an agent's maintenance: its resources are offered again.
+    Reactivate(super::agent_drain::ReactivateArgs),
+}
+
+/// Runs an agent, or one of the maintenance subcommands.
+pub async fn main(args: AgentCli) -> anyhow::Result<()> {
+    match args.command {
+        Some(AgentCommand::Drain(drain)) => super::agent_drain::drain(drain).await,
+        Some(AgentCommand::Reactivate(reactivate)) => {
+            super::agent_drain::reactivate(reactivate).await
+        }
+        None => run(args.run).await,
+    }
+}
+
+/// The flags of a running agent.
 #[derive(Args)]
 pub struct AgentArgs {
     /// Master address(es), comma-separated host:port.

@@ -1,14 +1,18 @@
 //! One file per subcommand.
 
 pub mod agent;
+pub mod agent_drain;
 pub mod agents;
 pub mod dev;
 pub mod executor;
 pub mod frameworks;
 pub mod master;
 pub mod master_group;
+pub mod quota;
+pub mod roles;
 pub mod state;
 pub mod tasks;
+pub mod weights;
 
 use std::time::Duration;
 

@@ -2,6 +2,10 @@
 //! the master group's membership. Every master answers reads (a follower's snapshot
 //! holds itself and the group, and names the leader); membership changes go to the
 //! leader.
+//!
+//! Quotas, weights, roles and agent maintenance are the core's (`core/roles.rs`,
+//! `core/maintenance.rs`): only the leader answers them, through its `LeaderGate`,
+//! and the core validates every request before it writes the registry.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +15,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::ask;
+use crate::core::{Command, MaintenanceCommand, RolesCommand};
 use crate::replication::MemberChange;
 use crate::serving::LeaderGate;
 
@@ -122,20 +128,98 @@ impl pb::operator_server::Operator for OperatorApi {
 
     async fn drain_agent(
         &self,
-        _: Request<pb::DrainAgentRequest>,
+        request: Request<pb::DrainAgentRequest>,
     ) -> Result<Response<pb::OperatorResponse>, Status> {
-        Err(Status::unimplemented(
-            "draining agents is not supported by this master yet",
-        ))
+        let request = request.into_inner();
+        ask(&self.gate.commands()?, |reply| {
+            Command::Maintenance(MaintenanceCommand::Drain { request, reply })
+        })
+        .await?;
+        Ok(Response::new(pb::OperatorResponse {}))
     }
 
     async fn reactivate_agent(
         &self,
-        _: Request<pb::ReactivateAgentRequest>,
+        request: Request<pb::ReactivateAgentRequest>,
     ) -> Result<Response<pb::OperatorResponse>, Status> {
-        Err(Status::unimplemented(
-            "draining agents is not supported by this master yet",
-        ))
+        let request = request.into_inner();
+        ask(&self.gate.commands()?, |reply| {
+            Command::Maintenance(MaintenanceCommand::Reactivate { request, reply })
+        })
+        .await?;
+        Ok(Response::new(pb::OperatorResponse {}))
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::OperatorResponse>, Status> {
+        let quota = request
+            .into_inner()
+            .quota
+            .ok_or_else(|| Status::invalid_argument("quota: is required"))?;
+        ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::SetQuota { quota, reply })
+        })
+        .await?;
+        Ok(Response::new(pb::OperatorResponse {}))
+    }
+
+    async fn remove_quota(
+        &self,
+        request: Request<pb::RemoveQuotaRequest>,
+    ) -> Result<Response<pb::OperatorResponse>, Status> {
+        let role = request.into_inner().role;
+        ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::RemoveQuota { role, reply })
+        })
+        .await?;
+        Ok(Response::new(pb::OperatorResponse {}))
+    }
+
+    async fn get_quotas(
+        &self,
+        _: Request<pb::GetQuotasRequest>,
+    ) -> Result<Response<pb::GetQuotasResponse>, Status> {
+        let quotas = ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::GetQuotas { reply })
+        })
+        .await?;
+        Ok(Response::new(pb::GetQuotasResponse { quotas }))
+    }
+
+    async fn set_weights(
+        &self,
+        request: Request<pb::SetWeightsRequest>,
+    ) -> Result<Response<pb::OperatorResponse>, Status> {
+        let weights = request.into_inner().weights;
+        ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::SetWeights { weights, reply })
+        })
+        .await?;
+        Ok(Response::new(pb::OperatorResponse {}))
+    }
+
+    async fn get_weights(
+        &self,
+        _: Request<pb::GetWeightsRequest>,
+    ) -> Result<Response<pb::GetWeightsResponse>, Status> {
+        let weights = ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::GetWeights { reply })
+        })
+        .await?;
+        Ok(Response::new(pb::GetWeightsResponse { weights }))
+    }
+
+    async fn get_roles(
+        &self,
+        _: Request<pb::GetRolesRequest>,
+    ) -> Result<Response<pb::GetRolesResponse>, Status> {
+        let roles = ask(&self.gate.commands()?, |reply| {
+            Command::Roles(RolesCommand::GetRoles { reply })
+        })
+        .await?;
+        Ok(Response::new(pb::GetRolesResponse { roles }))
     }
 
     async fn add_master(

@@ -17,6 +17,14 @@ use pb::task_status::Reason;
 use tonic::Status;
 
 use super::frameworks::refuse_duration;
+
+/// One operation of an ACCEPT, in the order given.
+enum Step {
+    /// A task, and whether it came in a task group.
+    Launch(Box<pb::TaskInfo>, bool),
+    Reserve(Vec<pb::Resource>),
+    Unreserve(Vec<pb::Resource>),
+}
 use super::{MasterCore, TaskEntry, master_status};
 
 impl MasterCore {
@@ -41,7 +49,9 @@ impl MasterCore {
         if accept.offer_ids.is_empty() {
             return Err(Status::invalid_argument("accept.offer_ids is empty"));
         }
-        let mut tasks = Vec::new();
+        // Operations run in order on what is left of the offers, so a RESERVE can be
+        // followed by a LAUNCH on the reserved resources.
+        let mut steps = Vec::new();
         for operation in &accept.operations {
             use pb::operation::Operation as Op;
             match &operation.operation {
@@ -52,7 +62,12 @@ impl MasterCore {
                         limits::MAX_TASKS_PER_LAUNCH,
                     )
                     .map_err(invalid)?;
-                    tasks.extend(launch.task_infos.iter().cloned().map(|t| (t, false)));
+                    steps.extend(
+                        launch
+                            .task_infos
+                            .iter()
+                            .map(|t| Step::Launch(Box::new(t.clone()), false)),
+                    );
                 }
                 Some(Op::LaunchGroup(group)) => {
                     let group_tasks = group
@@ -66,12 +81,29 @@ impl MasterCore {
                         limits::MAX_TASK_GROUP,
                     )
                     .map_err(invalid)?;
-                    tasks.extend(group_tasks.iter().cloned().map(|t| (t, true)));
+                    steps.extend(
+                        group_tasks
+                            .iter()
+                            .map(|t| Step::Launch(Box::new(t.clone()), true)),
+                    );
                 }
-                Some(Op::Reserve(_)) | Some(Op::Unreserve(_)) => {
-                    return Err(Status::unimplemented(
-                        "RESERVE and UNRESERVE are not supported by this master yet; the offers remain yours",
-                    ));
+                Some(Op::Reserve(reserve)) => {
+                    limits::count(
+                        "reserve.resources",
+                        reserve.resources.len(),
+                        limits::MAX_RESOURCES,
+                    )
+                    .map_err(invalid)?;
+                    steps.push(Step::Reserve(reserve.resources.clone()));
+                }
+                Some(Op::Unreserve(unreserve)) => {
+                    limits::count(
+                        "unreserve.resources",
+                        unreserve.resources.len(),
+                        limits::MAX_RESOURCES,
+                    )
+                    .map_err(invalid)?;
+                    steps.push(Step::Unreserve(unreserve.resources.clone()));
                 }
                 None => {
                     return Err(Status::invalid_argument(
@@ -94,7 +126,11 @@ impl MasterCore {
             }
             self.metrics.invalid_calls.inc();
             let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
-            for (task, _) in tasks {
+            let tasks = steps.into_iter().filter_map(|step| match step {
+                Step::Launch(task, _) => Some(*task),
+                Step::Reserve(_) | Step::Unreserve(_) => None,
+            });
+            for task in tasks {
                 let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
                 let status = master_status(&task_id, "", state, Reason::InvalidOffers, &problem);
                 self.send_event(
@@ -110,14 +146,35 @@ impl MasterCore {
 
         let mut remaining = Resources::new();
         let mut agent_id = String::new();
+        let mut offer_role = String::new();
         for offer_id in &accept.offer_ids {
             if let Some(offer) = self.offers.take(&offer_id.value) {
                 remaining.add(&offer.resources);
                 agent_id = offer.agent_id;
+                offer_role = offer.role;
             }
         }
         let mut launched = HashSet::new();
-        for (task, in_group) in tasks {
+        for step in steps {
+            let (task, in_group) = match step {
+                Step::Launch(task, in_group) => (*task, in_group),
+                Step::Reserve(resources) => {
+                    let done = self.reserve(
+                        framework_id,
+                        &agent_id,
+                        &offer_role,
+                        &resources,
+                        &mut remaining,
+                    );
+                    self.operation_outcome(framework_id, &agent_id, "RESERVE", done);
+                    continue;
+                }
+                Step::Unreserve(resources) => {
+                    let done = self.unreserve(framework_id, &agent_id, &resources, &mut remaining);
+                    self.operation_outcome(framework_id, &agent_id, "UNRESERVE", done);
+                    continue;
+                }
+            };
             if in_group {
                 let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
                 self.task_error(
@@ -129,15 +186,43 @@ impl MasterCore {
                 );
                 continue;
             }
-            self.launch_task(framework_id, &agent_id, task, &mut remaining, &mut launched);
+            self.launch_task(
+                framework_id,
+                &agent_id,
+                &offer_role,
+                task,
+                &mut remaining,
+                &mut launched,
+            );
         }
         if !remaining.is_empty() {
             let refuse = refuse_duration(accept.filters.as_ref(), self.timings.default_refuse);
-            self.add_filter(framework_id, &agent_id, refuse, remaining);
+            self.add_filter(framework_id, &agent_id, &offer_role, refuse, remaining);
         }
         self.allocation_needed = true;
         self.view_dirty = true;
         Ok(())
+    }
+
+    /// An invalid RESERVE or UNRESERVE is dropped, as Mesos does without operation
+    /// feedback; the offers' resources it named stay unreserved (or reserved).
+    fn operation_outcome(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        operation: &str,
+        outcome: Result<(), String>,
+    ) {
+        match outcome {
+            Ok(()) => slog::info!(self.logger, "offer operation applied";
+                "operation" => operation, "framework_id" => framework_id, "agent_id" => agent_id),
+            Err(problem) => {
+                self.metrics.invalid_calls.inc();
+                slog::warn!(self.logger, "offer operation dropped";
+                    "operation" => operation, "framework_id" => framework_id,
+                    "agent_id" => agent_id, "problem" => &problem);
+            }
+        }
     }
 
     /// All offers exist, are this framework's, are distinct and lie on one agent.
@@ -182,6 +267,7 @@ impl MasterCore {
         &mut self,
         framework_id: &str,
         agent_id: &str,
+        offer_role: &str,
         mut task: pb::TaskInfo,
         remaining: &mut Resources,
         launched: &mut HashSet<String>,
@@ -285,6 +371,7 @@ impl MasterCore {
             state: pb::TaskState::TaskStaging,
             latest_status: None,
             resources,
+            role: offer_role.to_string(),
             terminal_uuid: None,
         });
         self.metrics.tasks_launched.inc();

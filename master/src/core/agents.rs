@@ -158,6 +158,7 @@ impl MasterCore {
                 .get(&framework_id)
                 .is_some_and(|f| f.tasks.contains_key(&task_id));
             if !known {
+                let role = self.role_of_reported_task(&framework_id, &resources);
                 let entry = TaskEntry {
                     info: task,
                     framework_id: framework_id.clone(),
@@ -165,6 +166,7 @@ impl MasterCore {
                     state: pb::TaskState::TaskStaging,
                     latest_status: None,
                     resources,
+                    role,
                     terminal_uuid: None,
                 };
                 self.insert_task(entry);
@@ -224,6 +226,7 @@ impl MasterCore {
             );
             self.master_generated_update(&framework_id, status);
         }
+        self.drain_reregistered(&agent_id);
         Ok(session)
     }
 
@@ -235,6 +238,7 @@ impl MasterCore {
         sender: AgentSender,
     ) -> AgentSession {
         let agent_id = id_of(&info.id);
+        let total = self.with_reservations(&agent_id, total);
         self.agent_epoch += 1;
         let epoch = self.agent_epoch;
         let now = agora_core::time::now_secs();
@@ -254,6 +258,7 @@ impl MasterCore {
                 tasks: HashSet::new(),
                 orphans: HashMap::new(),
                 pending_kills: HashMap::new(),
+                maintenance: None,
             });
         entry.info = info;
         entry.total = total;
@@ -296,7 +301,10 @@ impl MasterCore {
                     agent.missed_pings = 0;
                 }
             }
-            Some(FromAgent::StatusUpdate(update)) => self.status_update(&agent_id, update),
+            Some(FromAgent::StatusUpdate(mut update)) => {
+                self.note_drain_kill(&agent_id, &mut update);
+                self.status_update(&agent_id, update)
+            }
             Some(FromAgent::ExecutorExited(exited)) => {
                 let Some(framework_id) = id_opt(&exited.framework_id) else {
                     self.agent_error(&agent_id, "executor_exited needs framework_id".into());

@@ -1,14 +1,53 @@
-//! Turns allocator grants into offers and sends them.
+//! Builds the allocator's input from the core, runs one pass, and turns the grants
+//! into offers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use agora_core::Resources;
 use agora_proto as pb;
 use tokio::time::Instant;
 
-use super::MasterCore;
-use crate::allocator::{self, AgentSlot, FrameworkSlot};
+use super::{FrameworkEntry, MasterCore};
+use crate::allocator::{
+    self, AgentInput, AllocationInput, FilterLookup, FrameworkInput, FrameworkRole, MinAllocatable,
+    RoleInput,
+};
+
+/// The frameworks' decline filters, as the allocator reads them. Expired filters are
+/// pruned before each pass, so any filter left holds.
+struct CoreFilters<'c>(&'c HashMap<String, FrameworkEntry>);
+
+impl FilterLookup for CoreFilters<'_> {
+    fn refused(&self, framework: &str, role: &str, agent: &str) -> Option<&Resources> {
+        self.0
+            .get(framework)?
+            .filters
+            .get(&(agent.to_string(), role.to_string()))
+            .map(|(_, refused)| refused)
+    }
+}
 
 impl MasterCore {
+    /// What a framework holds (live tasks and outstanding offers), by role.
+    fn allocated_by_role(&self, fw: &FrameworkEntry) -> BTreeMap<String, Resources> {
+        let mut by_role = fw.used_by_role();
+        if let [role] = fw.roles.as_slice() {
+            if let Some(offered) = self.offers.offered_to_framework(fw.id()) {
+                by_role.entry(role.clone()).or_default().add(offered);
+            }
+            return by_role;
+        }
+        for offer_id in self.offers.ids_for_framework(fw.id()) {
+            if let Some(offer) = self.offers.get(&offer_id) {
+                by_role
+                    .entry(offer.role.clone())
+                    .or_default()
+                    .add(&offer.resources);
+            }
+        }
+        by_role
+    }
+
     /// One allocation pass over every connected, reachable agent.
     pub(super) fn allocate(&mut self) {
         let started = std::time::Instant::now();
@@ -16,8 +55,15 @@ impl MasterCore {
         for fw in self.frameworks.values_mut() {
             fw.filters.retain(|_, (until, _)| *until > now);
         }
+        if !self
+            .frameworks
+            .values()
+            .any(|f| f.connection.is_some() && f.suppressed_roles.len() < f.roles.len())
+        {
+            return;
+        }
         // Sorted by id so a pass is deterministic.
-        let mut agents: Vec<(&str, agora_core::Resources)> = self
+        let mut agents: Vec<(&str, Resources)> = self
             .agents
             .iter()
             .filter(|(_, a)| a.reachable && a.connection.is_some())
@@ -25,65 +71,83 @@ impl MasterCore {
             .filter(|(_, available)| allocator::is_allocatable(available))
             .collect();
         agents.sort_by(|a, b| a.0.cmp(b.0));
-        let mut framework_ids: Vec<&str> = self
-            .frameworks
-            .iter()
-            .filter(|(_, f)| f.connection.is_some() && !f.suppressed)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        framework_ids.sort_unstable();
-        if agents.is_empty() || framework_ids.is_empty() {
+        if agents.is_empty() {
             return;
         }
-        let slots_agents: Vec<AgentSlot<'_>> = agents
+        let agent_inputs: Vec<AgentInput<'_>> = agents
             .iter()
-            .map(|(id, available)| AgentSlot {
-                agent_id: id,
+            .map(|(id, available)| AgentInput {
+                id,
                 available,
+                draining: self.draining_agents.contains(*id),
             })
             .collect();
-        let mut slots_frameworks: Vec<FrameworkSlot<'_>> = framework_ids
+        // Every framework, connected or not: what the disconnected ones hold still
+        // counts toward their roles' shares.
+        let allocations: Vec<(&FrameworkEntry, BTreeMap<String, Resources>)> = self
+            .frameworks
+            .values()
+            .map(|fw| (fw, self.allocated_by_role(fw)))
+            .collect();
+        let framework_inputs: Vec<FrameworkInput<'_>> = allocations
             .iter()
-            .map(|id| {
-                let fw = &self.frameworks[*id];
-                let mut allocated = fw.used.clone();
-                if let Some(offered) = self.offers.offered_to_framework(id) {
-                    allocated.add(offered);
-                }
-                FrameworkSlot {
-                    framework_id: id,
-                    role: fw.role.as_str(),
-                    allocated,
-                    active: true,
-                }
+            .map(|(fw, allocated)| FrameworkInput {
+                id: fw.id(),
+                active: fw.connection.is_some(),
+                has_filters: !fw.filters.is_empty(),
+                roles: fw
+                    .roles
+                    .iter()
+                    .map(|role| FrameworkRole {
+                        role: role.as_str(),
+                        suppressed: fw.suppressed_roles.contains(role),
+                        allocated: allocated.get(role).unwrap_or(&self.nothing),
+                    })
+                    .collect(),
             })
             .collect();
-        // Expired filters were pruned above, so any filter left holds.
-        let frameworks = &self.frameworks;
-        let grants = allocator::allocate(
-            &self.cluster_total,
-            &slots_agents,
-            &mut slots_frameworks,
-            |f, a, offerable| {
-                frameworks
-                    .get(f)
-                    .and_then(|fw| fw.filters.get(a))
-                    .is_some_and(|(_, refused)| refused.contains(offerable))
-            },
-        );
-        let grants: Vec<(String, String, String, agora_core::Resources)> = grants
+        let role_names: std::collections::BTreeSet<&str> = self
+            .weights
+            .keys()
+            .chain(self.quotas.keys())
+            .map(String::as_str)
+            .collect();
+        let role_inputs: Vec<RoleInput<'_>> = role_names
             .into_iter()
-            .map(|g| {
-                let fw = &slots_frameworks[g.framework];
-                (
-                    fw.framework_id.to_string(),
-                    fw.role.to_string(),
-                    slots_agents[g.agent].agent_id.to_string(),
-                    g.resources,
-                )
+            .map(|name| {
+                let quota = self.quotas.get(name);
+                RoleInput {
+                    name,
+                    weight: self.role_weight(name),
+                    guarantee: quota.map(|q| &q.guarantee),
+                    limit: quota
+                        .map(|q| q.limit.iter().map(|(n, v)| (n.as_str(), *v)).collect())
+                        .unwrap_or_default(),
+                }
             })
             .collect();
-        drop(slots_frameworks);
+        let input = AllocationInput {
+            cluster_total: &self.cluster_total,
+            agents: &agent_inputs,
+            frameworks: &framework_inputs,
+            roles: &role_inputs,
+            min_allocatable: MinAllocatable::default(),
+        };
+        let grants: Vec<(String, String, String, Resources)> =
+            allocator::allocate(&input, &CoreFilters(&self.frameworks))
+                .into_iter()
+                .filter_map(|g| {
+                    let fw = framework_inputs.get(g.framework)?;
+                    Some((
+                        fw.id.to_string(),
+                        fw.roles.get(g.role)?.role.to_string(),
+                        agent_inputs.get(g.agent)?.id.to_string(),
+                        g.resources,
+                    ))
+                })
+                .collect();
+        drop(framework_inputs);
+        drop(allocations);
 
         let mut by_framework: BTreeMap<String, Vec<pb::Offer>> = BTreeMap::new();
         for (framework_id, role, agent_id, resources) in grants {

@@ -1,7 +1,7 @@
 //! Framework lifecycle: subscribe, disconnect, failover timeout, teardown; and the
 //! calls that only touch the framework's own offer state (decline, revive, suppress).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use agora_core::ids::id_opt;
@@ -49,6 +49,7 @@ impl MasterCore {
             .iter()
             .map(|r| r.framework_id.clone())
             .collect();
+        self.recover_reservations(&state.reservations);
         let mut awaiting_agents = false;
         for registered in state.agents {
             let Some(info) = registered.info else {
@@ -65,7 +66,10 @@ impl MasterCore {
                 standing => {
                     let reachable = matches!(standing, Ok(AgentStanding::Admitted));
                     awaiting_agents |= reachable;
-                    let total = Resources::from_proto(&info.resources).unwrap_or_default();
+                    let total = self.with_reservations(
+                        &id,
+                        Resources::from_proto(&info.resources).unwrap_or_default(),
+                    );
                     self.agents.insert(
                         id,
                         super::AgentEntry {
@@ -80,6 +84,7 @@ impl MasterCore {
                             tasks: Default::default(),
                             orphans: Default::default(),
                             pending_kills: Default::default(),
+                            maintenance: None,
                         },
                     );
                 }
@@ -108,6 +113,8 @@ impl MasterCore {
             self.frameworks.insert(id.clone(), entry);
             self.start_failover_timer(&id, Duration::from_secs_f64(left));
         }
+        self.recover_roles(&state.weights, &state.quotas);
+        self.recover_maintenance(&state.maintenance);
         self.recompute_cluster_total();
         info!(self.logger, "registry recovered";
             "agents" => self.agents.len(), "frameworks" => self.frameworks.len());
@@ -185,7 +192,13 @@ impl MasterCore {
             sender,
             stream_id: stream_id.clone(),
         };
-        let suppressed = !request.suppressed_roles.is_empty();
+        let roles = subscribed_roles(&info);
+        let suppressed: std::collections::BTreeSet<String> = request
+            .suppressed_roles
+            .iter()
+            .filter(|r| roles.contains(r))
+            .cloned()
+            .collect();
         match self.frameworks.get_mut(&framework_id) {
             Some(existing) => {
                 // A failed-over scheduler: the old stream is told and closed.
@@ -198,7 +211,7 @@ impl MasterCore {
                         })),
                     }));
                 }
-                existing.role = first_role(&info);
+                existing.roles = roles;
                 existing.info = info;
                 // Offers made to the old subscription go back to the pool; the new
                 // one gets fresh offers (Mesos rescinds them on failover).
@@ -208,7 +221,8 @@ impl MasterCore {
                 existing.connection = Some(connection);
                 existing.epoch += 1;
                 existing.disconnected_time = 0.0;
-                existing.suppressed = suppressed;
+                existing.suppressed_roles = suppressed;
+                existing.filters.clear();
                 if let Some(key) = existing.failover_timer.take() {
                     self.timers.remove(&key);
                 }
@@ -217,7 +231,7 @@ impl MasterCore {
             None => {
                 let mut entry = new_framework_entry(info, now, 0.0);
                 entry.connection = Some(connection);
-                entry.suppressed = suppressed;
+                entry.suppressed_roles = suppressed;
                 info!(self.logger, "framework subscribed";
                     "framework_id" => &framework_id, "name" => &entry.info.name);
                 self.frameworks.insert(framework_id.clone(), entry);
@@ -360,7 +374,13 @@ impl MasterCore {
                 .is_some_and(|o| o.framework_id == framework_id);
             // Unknown offers are ignored, as Mesos does: they may have been rescinded.
             if owned && let Some(offer) = self.offers.take(&offer_id.value) {
-                self.add_filter(framework_id, &offer.agent_id, refuse, offer.resources);
+                self.add_filter(
+                    framework_id,
+                    &offer.agent_id,
+                    &offer.role,
+                    refuse,
+                    offer.resources,
+                );
             }
         }
         self.allocation_needed = true;
@@ -373,6 +393,7 @@ impl MasterCore {
         &mut self,
         framework_id: &str,
         agent_id: &str,
+        role: &str,
         refuse: Duration,
         refused: Resources,
     ) {
@@ -381,23 +402,37 @@ impl MasterCore {
         }
         let until = Instant::now() + refuse;
         if let Some(fw) = self.frameworks.get_mut(framework_id) {
-            fw.filters.insert(agent_id.to_string(), (until, refused));
+            fw.filters
+                .insert((agent_id.to_string(), role.to_string()), (until, refused));
         }
         self.set_timer(until, Timer::FilterExpired);
     }
 
-    pub(super) fn revive(&mut self, framework_id: &str, _roles: &[String]) -> Result<(), Status> {
+    /// REVIVE: the named roles (every role when none is named) get offers again, and
+    /// their decline filters are dropped.
+    pub(super) fn revive(&mut self, framework_id: &str, roles: &[String]) -> Result<(), Status> {
         if let Some(fw) = self.frameworks.get_mut(framework_id) {
-            fw.suppressed = false;
-            fw.filters.clear();
+            let named = |role: &str| roles.is_empty() || roles.iter().any(|r| r == role);
+            fw.suppressed_roles.retain(|role| !named(role));
+            fw.filters.retain(|(_, role), _| !named(role));
         }
         self.allocation_needed = true;
         Ok(())
     }
 
-    pub(super) fn suppress(&mut self, framework_id: &str, _roles: &[String]) -> Result<(), Status> {
+    /// SUPPRESS: the named roles (every role when none is named) get no offers until
+    /// REVIVE; roles the framework did not subscribe to are ignored.
+    pub(super) fn suppress(&mut self, framework_id: &str, roles: &[String]) -> Result<(), Status> {
+        limits::count("suppress.roles", roles.len(), limits::MAX_ROLES)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(fw) = self.frameworks.get_mut(framework_id) {
-            fw.suppressed = true;
+            let named: Vec<String> = fw
+                .roles
+                .iter()
+                .filter(|role| roles.is_empty() || roles.contains(role))
+                .cloned()
+                .collect();
+            fw.suppressed_roles.extend(named);
         }
         Ok(())
     }
@@ -412,11 +447,69 @@ impl MasterCore {
     }
 }
 
-fn first_role(info: &pb::FrameworkInfo) -> String {
-    info.roles
-        .first()
-        .cloned()
-        .unwrap_or_else(|| agora_core::resources::UNRESERVED_ROLE.to_string())
+impl FrameworkEntry {
+    /// What its live tasks hold, by the role they were allocated to. A framework of one
+    /// role (the common case) needs no walk over its tasks.
+    pub(crate) fn used_by_role(&self) -> BTreeMap<String, Resources> {
+        let mut by_role = BTreeMap::new();
+        if let [role] = self.roles.as_slice() {
+            if !self.used.is_empty() {
+                by_role.insert(role.clone(), self.used.clone());
+            }
+            return by_role;
+        }
+        for task in self.tasks.values() {
+            if !agora_core::task_state::is_terminal(task.state) {
+                by_role
+                    .entry(task.role.clone())
+                    .or_insert_with(Resources::new)
+                    .add(&task.resources);
+            }
+        }
+        by_role
+    }
+}
+
+impl MasterCore {
+    /// The role a task an agent reports was allocated to: the reserved role of its
+    /// resources if the framework has it, else the framework's first role.
+    pub(super) fn role_of_reported_task(
+        &self,
+        framework_id: &str,
+        resources: &Resources,
+    ) -> String {
+        let roles = self
+            .frameworks
+            .get(framework_id)
+            .map(|f| f.roles.clone())
+            .unwrap_or_default();
+        resources
+            .iter()
+            .map(|(key, _)| key.role.as_str())
+            .find(|role| roles.iter().any(|r| r == role))
+            .map(str::to_string)
+            .or_else(|| roles.first().cloned())
+            .unwrap_or_else(|| agora_core::resources::UNRESERVED_ROLE.to_string())
+    }
+}
+
+/// The roles a framework subscribes to, duplicates dropped; `*` when it names none.
+pub(super) fn subscribed_roles(info: &pb::FrameworkInfo) -> Vec<String> {
+    let mut roles: Vec<String> = Vec::with_capacity(info.roles.len().max(1));
+    for role in &info.roles {
+        let role = if role.is_empty() {
+            agora_core::resources::UNRESERVED_ROLE
+        } else {
+            role.as_str()
+        };
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_string());
+        }
+    }
+    if roles.is_empty() {
+        roles.push(agora_core::resources::UNRESERVED_ROLE.to_string());
+    }
+    roles
 }
 
 /// A framework known only from an agent's report, disconnected since `now`.
@@ -430,12 +523,12 @@ fn new_framework_entry(
     disconnected_time: f64,
 ) -> FrameworkEntry {
     FrameworkEntry {
-        role: first_role(&info),
+        roles: subscribed_roles(&info),
         info,
         connection: None,
         epoch: 0,
         failover_timer: None,
-        suppressed: false,
+        suppressed_roles: Default::default(),
         filters: HashMap::new(),
         registered_time,
         disconnected_time,

@@ -15,11 +15,16 @@
 //! - `tasks.rs`: status updates, acknowledgements, kill, reconcile, messages.
 //! - `allocation.rs`: turns allocator grants into offers.
 //! - `view.rs`: the published snapshot and operator events.
+//! - `roles.rs`: the operator's weights, quotas and role summaries.
+//! - `maintenance.rs`: draining and reactivating agents.
 
 mod accept;
 mod agents;
 mod allocation;
 mod frameworks;
+mod maintenance;
+mod reservations;
+mod roles;
 mod tasks;
 mod view;
 
@@ -40,6 +45,8 @@ use crate::offer_book::OfferBook;
 use crate::registry::{Registry, RegistryOp};
 
 pub(crate) use frameworks::SubscribeReply;
+pub(crate) use maintenance::MaintenanceCommand;
+pub(crate) use roles::RolesCommand;
 
 /// Events to one framework. Bounded: a framework that does not read its stream is
 /// disconnected rather than allowed to grow the master's memory.
@@ -117,6 +124,10 @@ pub(crate) enum Command {
     AgentStreamClosed {
         session: AgentSession,
     },
+    /// Operator: quotas, weights and roles (`roles.rs`).
+    Roles(RolesCommand),
+    /// Operator: draining and reactivating agents (`maintenance.rs`).
+    Maintenance(MaintenanceCommand),
 }
 
 /// Identifies one agent connection: a stale stream's messages are ignored.
@@ -137,6 +148,8 @@ enum Timer {
     AgentReregisterDeadline,
     /// The offer, if still outstanding, is rescinded.
     OfferTimeout { offer_id: String },
+    /// A draining agent's deadline: what still runs there is killed.
+    DrainDeadline { agent_id: String },
 }
 
 /// A task the master knows.
@@ -150,6 +163,9 @@ pub(crate) struct TaskEntry {
     pub latest_status: Option<pb::TaskStatus>,
     /// What it holds on its agent while not terminal.
     pub resources: Resources,
+    /// The role its resources are allocated to: the role of the offer it was launched
+    /// from (for a task learnt from an agent, the framework's role it best fits).
+    pub role: String,
     /// The uuid of the terminal update, once one arrived: its acknowledgement retires
     /// the task.
     pub terminal_uuid: Option<Vec<u8>>,
@@ -170,18 +186,19 @@ pub(crate) struct FrameworkConnection {
 pub(crate) struct FrameworkEntry {
     /// Always has `id` set.
     pub info: pb::FrameworkInfo,
-    /// The role its offers are made for: its first role, or `*`.
-    pub role: String,
+    /// The roles it subscribed to, in its order; `*` when it named none. Not empty.
+    pub roles: Vec<String>,
     pub connection: Option<FrameworkConnection>,
     /// Bumped on every (re)subscription; stale failover timers check it.
     pub epoch: u64,
     /// The key of its failover timer while one runs.
     pub failover_timer: Option<(Instant, u64)>,
-    pub suppressed: bool,
-    /// agent id → until when, and which, declined resources of that agent are not
-    /// offered again. As in Mesos, a filter holds back only offers that are a subset
-    /// of what was refused: resources freed since then are offered at once.
-    pub filters: HashMap<String, (Instant, Resources)>,
+    /// Roles that get no offers until REVIVE (SUPPRESS, or named at SUBSCRIBE).
+    pub suppressed_roles: std::collections::BTreeSet<String>,
+    /// (agent id, role) → until when, and which, declined resources of that agent are
+    /// not offered again for that role. As in Mesos, a filter holds back only offers
+    /// that are a subset of what was refused: resources freed since are offered at once.
+    pub filters: HashMap<(String, String), (Instant, Resources)>,
     pub registered_time: f64,
     /// Seconds since the epoch when it disconnected; 0 while connected.
     pub disconnected_time: f64,
@@ -241,6 +258,8 @@ pub(crate) struct AgentEntry {
     /// Kills that could not be delivered while the agent was away, resent when it
     /// re-registers.
     pub pending_kills: HashMap<(String, String), Option<pb::KillPolicy>>,
+    /// Set while it is DRAINING or DRAINED (`maintenance.rs`): no offers of it.
+    pub maintenance: Option<maintenance::AgentMaintenance>,
 }
 
 impl AgentEntry {
@@ -248,8 +267,12 @@ impl AgentEntry {
         id_str(&self.info.id)
     }
 
-    /// Resources neither used nor offered.
+    /// Resources neither used nor offered; none while under maintenance, so a
+    /// draining or drained agent is offered nothing.
     pub fn available(&self, offers: &OfferBook) -> Resources {
+        if self.maintenance.is_some() {
+            return Resources::new();
+        }
         let mut free = self.total.clone();
         free.sub_saturating(&self.used);
         if let Some(offered) = offers.offered_on_agent(self.id()) {
@@ -285,6 +308,19 @@ pub(crate) struct MasterCore {
     /// Registry writes queued by code that could not await them; applied after the
     /// current batch.
     pub deferred_registry_ops: Vec<RegistryOp>,
+    /// Dynamic reservations by agent, then role: the aggregate the registry records
+    /// (see `reservations.rs`). Invariant: no empty entries.
+    pub reservations: HashMap<String, BTreeMap<String, Resources>>,
+    /// An empty `Resources`, lent to the allocator for roles that hold nothing.
+    pub nothing: Resources,
+    /// Role → weight, for roles whose weight is not the default 1 (see `roles.rs`);
+    /// mirrors the registry, every weight finite and above 0.
+    pub weights: BTreeMap<String, f64>,
+    /// Role → its quota (see `roles.rs`); mirrors the registry.
+    pub quotas: BTreeMap<String, roles::RoleQuota>,
+    /// Ids of the agents whose maintenance is DRAINING (a subset of `agents`): the
+    /// only ones checked for having drained after each batch.
+    pub draining_agents: std::collections::BTreeSet<String>,
     /// Something changed that can produce offers.
     pub allocation_needed: bool,
     /// Something changed that readers should see.
@@ -321,6 +357,11 @@ impl MasterCore {
             agent_seq: 0,
             ping_seq: 0,
             deferred_registry_ops: Vec::new(),
+            reservations: HashMap::new(),
+            nothing: Resources::new(),
+            weights: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            draining_agents: Default::default(),
             allocation_needed: false,
             view_dirty: true,
             view,
@@ -367,6 +408,7 @@ impl MasterCore {
                 _ = sleep_until_opt(next_timer) => self.fire_timers().await,
                 _ = shutdown.changed() => break,
             }
+            self.progress_drains();
             if !self.deferred_registry_ops.is_empty() {
                 self.flush_deferred_registry_ops().await;
             }
@@ -411,6 +453,8 @@ impl MasterCore {
                 self.agent_message(session, message).await
             }
             Command::AgentStreamClosed { session } => self.agent_stream_closed(&session),
+            Command::Roles(command) => self.roles_command(command).await,
+            Command::Maintenance(command) => self.maintenance_command(command).await,
         }
     }
 
@@ -504,6 +548,7 @@ impl MasterCore {
                 Timer::FilterExpired => self.allocation_needed = true,
                 Timer::AgentReregisterDeadline => self.reregister_deadline_passed().await,
                 Timer::OfferTimeout { offer_id } => self.rescind_offer(&offer_id),
+                Timer::DrainDeadline { agent_id } => self.drain_deadline_passed(&agent_id),
             }
         }
     }

@@ -33,6 +33,8 @@ impl MasterCore {
     fn agent_summary(&self, agent: &AgentEntry) -> pb::AgentSummary {
         let status = if !agent.reachable {
             "UNREACHABLE"
+        } else if let Some(mode) = agent.maintenance_status() {
+            mode
         } else if agent.connection.is_some() {
             "ACTIVE"
         } else {
