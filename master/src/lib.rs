@@ -165,10 +165,9 @@ impl Master {
             hostname: config.hostname.clone(),
         };
         let metrics = Arc::new(metrics::MasterMetrics::new());
-        let (view_tx, view_rx) = watch::channel(Arc::new(pb::ClusterState {
-            master_info: Some(master_info.clone()),
-            ..Default::default()
-        }));
+        let (view_tx, view_rx) = watch::channel(Arc::new(crate::core::ClusterView::empty(
+            master_info.clone(),
+        )));
         let (group_tx, group_rx) = watch::channel(pb::MasterGroup::default());
         let (events_tx, _) = broadcast::channel(4096);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -7,10 +7,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use agora_proto as pb;
+use std::collections::BTreeMap;
 
-/// Counters are bumped by the core as things happen; gauges are set from each
-/// published snapshot.
+/// What the gauges show, as the core counts it when it publishes a snapshot.
+pub struct ClusterCounts<'a> {
+    /// Agent status (as in `AgentSummary.status`) → agents in it; statuses that
+    /// emptied are present with 0.
+    pub agents_by_status: &'a BTreeMap<&'static str, i64>,
+    /// Frameworks with a live subscription, and without one.
+    pub frameworks_connected: i64,
+    pub frameworks_disconnected: i64,
+    /// Task state (the protobuf number) → live tasks in it; states that emptied are
+    /// present with 0.
+    pub tasks_by_state: &'a BTreeMap<i32, i64>,
+    /// Offers made and not yet accepted, declined or rescinded.
+    pub offers_outstanding: i64,
+}
+
+/// Counters are bumped by the core as things happen; gauges are set from the counts
+/// the core keeps for each published snapshot.
 pub struct MasterMetrics {
     /// Owns every metric below; immutable after construction.
     registry: Registry,
@@ -110,33 +125,29 @@ impl MasterMetrics {
         Self { registry, ..m }
     }
 
-    /// Sets the gauges from a snapshot.
-    pub fn observe(&self, state: &pb::ClusterState, offers_outstanding: usize) {
-        self.agents.clear();
-        for agent in &state.agents {
+    /// Sets the gauges from the core's counts (kept up to date incrementally, so this
+    /// costs a few label lookups however large the cluster).
+    pub fn set_counts(&self, counts: &ClusterCounts<'_>) {
+        for (status, n) in counts.agents_by_status {
             self.agents
-                .get_or_create(&vec![("status".into(), agent.status.clone())])
-                .inc();
+                .get_or_create(&vec![("status".into(), (*status).to_string())])
+                .set(*n);
         }
-        self.frameworks.clear();
-        for fw in &state.frameworks {
-            let label = if fw.connected {
-                "connected"
-            } else {
-                "disconnected"
-            };
+        for (label, n) in [
+            ("connected", counts.frameworks_connected),
+            ("disconnected", counts.frameworks_disconnected),
+        ] {
             self.frameworks
                 .get_or_create(&vec![("connection".into(), label.into())])
-                .inc();
+                .set(n);
         }
-        self.tasks.clear();
-        for task in &state.tasks {
-            let name = agora_core::task_state::short_name(task.state).to_string();
+        for (state, n) in counts.tasks_by_state {
+            let name = agora_core::task_state::short_name(*state).to_string();
             self.tasks
                 .get_or_create(&vec![("state".into(), name)])
-                .inc();
+                .set(*n);
         }
-        self.offers_outstanding.set(offers_outstanding as i64);
+        self.offers_outstanding.set(counts.offers_outstanding);
     }
 
     /// The Prometheus (OpenMetrics) text exposition.

@@ -35,6 +35,10 @@ pub struct OfferBook {
     prefix: String,
     /// Next offer sequence number.
     next: u64,
+    /// Agents and frameworks whose offered sums changed since the last
+    /// [`OfferBook::take_changes`]: the core's view rebuilds only their summaries.
+    changed_agents: HashSet<String>,
+    changed_frameworks: HashSet<String>,
 }
 
 impl OfferBook {
@@ -71,6 +75,7 @@ impl OfferBook {
             .entry(framework_id.to_string())
             .or_default()
             .add(&resources);
+        self.note_change(agent_id, framework_id);
         let offer = OutstandingOffer {
             offer_id: offer_id.clone(),
             framework_id: framework_id.to_string(),
@@ -89,6 +94,7 @@ impl OfferBook {
     /// Removes an offer (used, declined or rescinded) and returns it.
     pub fn take(&mut self, offer_id: &str) -> Option<OutstandingOffer> {
         let offer = self.offers.remove(offer_id)?;
+        self.note_change(&offer.agent_id, &offer.framework_id);
         if let Some(set) = self.by_framework.get_mut(&offer.framework_id) {
             set.remove(offer_id);
             if set.is_empty() {
@@ -114,6 +120,23 @@ impl OfferBook {
             }
         }
         Some(offer)
+    }
+
+    fn note_change(&mut self, agent_id: &str, framework_id: &str) {
+        if !self.changed_agents.contains(agent_id) {
+            self.changed_agents.insert(agent_id.to_string());
+        }
+        if !self.changed_frameworks.contains(framework_id) {
+            self.changed_frameworks.insert(framework_id.to_string());
+        }
+    }
+
+    /// The agents and the frameworks whose offered sums changed since the last call.
+    pub fn take_changes(&mut self) -> (HashSet<String>, HashSet<String>) {
+        (
+            std::mem::take(&mut self.changed_agents),
+            std::mem::take(&mut self.changed_frameworks),
+        )
     }
 
     pub fn ids_for_agent(&self, agent_id: &str) -> Vec<String> {
@@ -165,5 +188,28 @@ mod tests {
         assert!(book.offered_on_agent("a1").is_none());
         assert!(book.offered_to_framework("f1").is_none());
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn changes_name_whose_offered_sums_moved() {
+        let mut book = OfferBook::new();
+        let id = book
+            .issue("f1", "a1", "*", Resources::parse("cpus:2").unwrap())
+            .offer_id;
+        book.issue("f2", "a2", "*", Resources::parse("cpus:1").unwrap());
+        let (agents, frameworks) = book.take_changes();
+        assert_eq!(agents.len(), 2);
+        assert!(frameworks.contains("f1") && frameworks.contains("f2"));
+        assert_eq!(book.take_changes(), Default::default(), "taken once");
+        book.take(&id);
+        let (agents, frameworks) = book.take_changes();
+        assert_eq!(
+            agents.into_iter().collect::<Vec<_>>(),
+            vec!["a1".to_string()]
+        );
+        assert_eq!(
+            frameworks.into_iter().collect::<Vec<_>>(),
+            vec!["f1".to_string()]
+        );
     }
 }

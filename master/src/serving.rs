@@ -65,7 +65,7 @@ pub(crate) struct CoreSupervisor {
     pub master_info: pb::MasterInfo,
     pub registry: Arc<dyn Registry>,
     pub metrics: Arc<MasterMetrics>,
-    pub view: watch::Sender<Arc<pb::ClusterState>>,
+    pub view: watch::Sender<Arc<core::ClusterView>>,
     pub operator_events: broadcast::Sender<pb::OperatorEvent>,
     pub replica: ReplicaHandle,
     /// The group as last seen; refreshed every second and on leadership changes.
@@ -90,7 +90,7 @@ impl CoreSupervisor {
         master_info: pb::MasterInfo,
         registry: Arc<dyn Registry>,
         metrics: Arc<MasterMetrics>,
-        view: watch::Sender<Arc<pb::ClusterState>>,
+        view: watch::Sender<Arc<core::ClusterView>>,
         operator_events: broadcast::Sender<pb::OperatorEvent>,
         replica: ReplicaHandle,
         group: watch::Sender<pb::MasterGroup>,
@@ -198,9 +198,7 @@ impl CoreSupervisor {
 
     /// What a follower shows: itself and the group, no soft state.
     fn publish_follower_view(&self) {
-        self.view.send_replace(Arc::new(pb::ClusterState {
-            master_info: Some(self.master_info.clone()),
-            ..Default::default()
-        }));
+        self.view
+            .send_replace(Arc::new(core::ClusterView::empty(self.master_info.clone())));
     }
 }

@@ -15,6 +15,7 @@
 //! Every wait has a generous deadline ([`WAIT`]) so that a broken feature fails the
 //! test with a message instead of hanging it; no test relies on a deadline to pass.
 
+pub mod bench;
 pub mod master_group;
 pub mod sim_agent;
 
@@ -71,6 +72,7 @@ pub fn fast_timings() -> CoreTimings {
         framework_heartbeat_interval: Duration::from_secs(1),
         default_refuse: Duration::from_secs(5),
         offer_timeout: None,
+        allocation_coalesce: Duration::from_millis(5),
     }
 }
 

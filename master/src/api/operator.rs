@@ -16,12 +16,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::ask;
-use crate::core::{Command, MaintenanceCommand, RolesCommand};
+use crate::core::{ClusterView, Command, MaintenanceCommand, RolesCommand};
 use crate::replication::MemberChange;
 use crate::serving::LeaderGate;
 
 pub struct OperatorApi {
-    pub(crate) view: watch::Receiver<Arc<pb::ClusterState>>,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) group: watch::Receiver<pb::MasterGroup>,
     pub(crate) events: broadcast::Sender<pb::OperatorEvent>,
     pub(crate) gate: LeaderGate,
@@ -35,12 +35,14 @@ impl OperatorApi {
 
 /// The published snapshot with the current group view in it.
 pub(crate) fn with_group(
-    view: &watch::Receiver<Arc<pb::ClusterState>>,
+    view: &watch::Receiver<Arc<ClusterView>>,
     group: &watch::Receiver<pb::MasterGroup>,
 ) -> Arc<pb::ClusterState> {
-    let mut state = (*view.borrow().clone()).clone();
-    state.group = Some(group.borrow().clone());
-    Arc::new(state)
+    // Clone the handle out first: the snapshot is assembled without holding the
+    // watch's lock.
+    let snapshot = view.borrow().clone();
+    let group = group.borrow().clone();
+    Arc::new(snapshot.state_with_group(group))
 }
 
 /// Whether this master is healthy and who leads.

@@ -3,9 +3,9 @@
 //! API handlers never touch state; they send a [`Command`] and, where they need an
 //! answer, wait on a oneshot. The actor handles a batch of commands, then runs one
 //! allocation if anything changed (so bursts of changes coalesce into one pass), then
-//! publishes a fresh [`pb::ClusterState`] for readers. Timers (agent pings, framework
-//! heartbeats, failover timeouts, filter expiry) are deadlines in the same loop, driven
-//! by tokio time so tests can pause it.
+//! publishes a fresh [`ClusterView`] for readers, rebuilding only what changed (see
+//! `view.rs`). Timers (agent pings, framework heartbeats, failover timeouts, filter
+//! expiry) are deadlines in the same loop, driven by tokio time so tests can pause it.
 //!
 //! The work is split by concern:
 //! - `frameworks.rs`: subscribe, disconnect, failover timeout, teardown, the calls that
@@ -47,6 +47,7 @@ use crate::registry::{Registry, RegistryOp};
 pub(crate) use frameworks::SubscribeReply;
 pub(crate) use maintenance::MaintenanceCommand;
 pub(crate) use roles::RolesCommand;
+pub(crate) use view::ClusterView;
 
 /// Events to one framework. Bounded: a framework that does not read its stream is
 /// disconnected rather than allowed to grow the master's memory.
@@ -81,6 +82,9 @@ pub struct CoreTimings {
     pub default_refuse: Duration,
     /// Offers not answered within this are rescinded (Mesos: unset, never).
     pub offer_timeout: Option<Duration>,
+    /// Allocation passes are at least this far apart: changes arriving meanwhile are
+    /// served by one pass at the end of the window (Mesos ticks every 1 s instead).
+    pub allocation_coalesce: Duration,
 }
 
 impl Default for CoreTimings {
@@ -92,6 +96,7 @@ impl Default for CoreTimings {
             framework_heartbeat_interval: Duration::from_secs(15),
             default_refuse: Duration::from_secs(5),
             offer_timeout: None,
+            allocation_coalesce: Duration::from_millis(5),
         }
     }
 }
@@ -150,6 +155,8 @@ enum Timer {
     OfferTimeout { offer_id: String },
     /// A draining agent's deadline: what still runs there is killed.
     DrainDeadline { agent_id: String },
+    /// The coalescing window of allocation passes ended.
+    Allocate,
 }
 
 /// A task the master knows.
@@ -313,6 +320,10 @@ pub(crate) struct MasterCore {
     pub reservations: HashMap<String, BTreeMap<String, Resources>>,
     /// An empty `Resources`, lent to the allocator for roles that hold nothing.
     pub nothing: Resources,
+    /// When the last allocation pass ran.
+    pub last_allocation: Option<Instant>,
+    /// A pass is due when the coalescing window ends (a `Timer::Allocate` is set).
+    pub allocation_deferred: bool,
     /// Role → weight, for roles whose weight is not the default 1 (see `roles.rs`);
     /// mirrors the registry, every weight finite and above 0.
     pub weights: BTreeMap<String, f64>,
@@ -325,7 +336,10 @@ pub(crate) struct MasterCore {
     pub allocation_needed: bool,
     /// Something changed that readers should see.
     pub view_dirty: bool,
-    pub view: watch::Sender<Arc<pb::ClusterState>>,
+    /// What was last published, kept so the next publish rebuilds only what changed
+    /// (see `view.rs`).
+    pub view_cache: view::ViewCache,
+    pub view: watch::Sender<Arc<ClusterView>>,
     pub operator_events: broadcast::Sender<pb::OperatorEvent>,
 }
 
@@ -336,7 +350,7 @@ impl MasterCore {
         master_info: pb::MasterInfo,
         registry: Arc<dyn Registry>,
         metrics: Arc<MasterMetrics>,
-        view: watch::Sender<Arc<pb::ClusterState>>,
+        view: watch::Sender<Arc<ClusterView>>,
         operator_events: broadcast::Sender<pb::OperatorEvent>,
     ) -> Self {
         Self {
@@ -359,11 +373,14 @@ impl MasterCore {
             deferred_registry_ops: Vec::new(),
             reservations: HashMap::new(),
             nothing: Resources::new(),
+            last_allocation: None,
+            allocation_deferred: false,
             weights: BTreeMap::new(),
             quotas: BTreeMap::new(),
             draining_agents: Default::default(),
             allocation_needed: false,
             view_dirty: true,
+            view_cache: view::ViewCache::default(),
             view,
             operator_events,
         }
@@ -373,6 +390,7 @@ impl MasterCore {
     /// serves anyone, so no reader sees an empty cluster that is not.
     pub(crate) async fn start(&mut self) -> Result<(), crate::registry::RegistryError> {
         self.recover().await?;
+        self.view_cache.compare_all();
         self.publish_view();
         Ok(())
     }
@@ -395,16 +413,22 @@ impl MasterCore {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    self.handle(command).await;
+                    self.handle_and_track(command).await;
                     for _ in 1..BATCH {
                         match commands.try_recv() {
-                            Ok(command) => self.handle(command).await,
+                            Ok(command) => self.handle_and_track(command).await,
                             Err(_) => break,
                         }
                     }
                 }
-                _ = ping.tick() => self.ping_agents().await,
-                _ = heartbeat.tick() => self.heartbeat_frameworks(),
+                _ = ping.tick() => {
+                    self.view_cache.compare_all();
+                    self.ping_agents().await
+                }
+                _ = heartbeat.tick() => {
+                    self.view_cache.compare_all();
+                    self.heartbeat_frameworks()
+                }
                 _ = sleep_until_opt(next_timer) => self.fire_timers().await,
                 _ = shutdown.changed() => break,
             }
@@ -412,16 +436,42 @@ impl MasterCore {
             if !self.deferred_registry_ops.is_empty() {
                 self.flush_deferred_registry_ops().await;
             }
-            if self.allocation_needed {
-                self.allocation_needed = false;
-                self.allocate();
-            }
+            self.maybe_allocate();
             if self.view_dirty {
                 self.view_dirty = false;
                 self.publish_view();
             }
         }
         info!(self.logger, "master core stopped");
+    }
+
+    /// Runs an allocation pass if something changed, unless one ran less than
+    /// `allocation_coalesce` ago: then one pass runs when that window ends, serving
+    /// every change that arrived meanwhile.
+    fn maybe_allocate(&mut self) {
+        if !self.allocation_needed || self.allocation_deferred {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last_allocation
+            && now < last + self.timings.allocation_coalesce
+        {
+            self.allocation_deferred = true;
+            self.set_timer(last + self.timings.allocation_coalesce, Timer::Allocate);
+            return;
+        }
+        self.allocation_needed = false;
+        self.last_allocation = Some(now);
+        self.allocate();
+    }
+
+    /// Handles a command; one whose effects the view does not track makes the next
+    /// publish compare every agent and framework.
+    async fn handle_and_track(&mut self, command: Command) {
+        if !view_tracks(&command) {
+            self.view_cache.compare_all();
+        }
+        self.handle(command).await;
     }
 
     async fn handle(&mut self, command: Command) {
@@ -540,6 +590,12 @@ impl MasterCore {
                 break;
             }
             let timer = entry.remove();
+            if !matches!(
+                timer,
+                Timer::Allocate | Timer::FilterExpired | Timer::OfferTimeout { .. }
+            ) {
+                self.view_cache.compare_all();
+            }
             match timer {
                 Timer::FrameworkFailover {
                     framework_id,
@@ -549,6 +605,7 @@ impl MasterCore {
                 Timer::AgentReregisterDeadline => self.reregister_deadline_passed().await,
                 Timer::OfferTimeout { offer_id } => self.rescind_offer(&offer_id),
                 Timer::DrainDeadline { agent_id } => self.drain_deadline_passed(&agent_id),
+                Timer::Allocate => self.allocation_deferred = false,
             }
         }
     }
@@ -569,6 +626,7 @@ impl MasterCore {
             Err(e) => {
                 warn!(self.logger, "framework event queue unusable; disconnecting it";
                     "framework_id" => framework_id, "error" => %e);
+                self.view_cache.compare_all();
                 let stream_id = conn.stream_id.clone();
                 // Handled as if the client had gone away.
                 self.framework_disconnected_now(framework_id, &stream_id);
@@ -597,6 +655,7 @@ impl MasterCore {
             Err(e) => {
                 warn!(self.logger, "agent queue unusable; dropping its connection";
                     "agent_id" => agent_id, "error" => %e);
+                self.view_cache.compare_all();
                 agent.connection = None;
                 self.rescind_agent_offers(agent_id);
                 self.allocation_needed = true;
@@ -651,6 +710,39 @@ impl MasterCore {
             total.add(&agent.total);
         }
         self.cluster_total = total;
+    }
+}
+
+/// Whether the view tracks every change `command` can make to agent and framework
+/// summaries: the frequent calls and agent messages, whose changes to tasks and
+/// offers `tasks.rs` and the offer book record. Anything else (registrations,
+/// disconnections, teardown, RESERVE, operator commands) is compared in full at
+/// the next publish.
+fn view_tracks(command: &Command) -> bool {
+    use pb::agent_message::Message as FromAgent;
+    use pb::call::Call as C;
+    match command {
+        Command::Call { call, .. } => match &call.call {
+            Some(C::Accept(accept)) => accept
+                .operations
+                .iter()
+                .all(|op| matches!(op.operation, Some(pb::operation::Operation::Launch(_)))),
+            Some(
+                C::Decline(_)
+                | C::Acknowledge(_)
+                | C::Kill(_)
+                | C::Reconcile(_)
+                | C::Message(_)
+                | C::Revive(_)
+                | C::Suppress(_),
+            ) => true,
+            Some(C::Teardown(_)) | None => false,
+        },
+        Command::AgentMessage { message, .. } => matches!(
+            message.message,
+            Some(FromAgent::StatusUpdate(_) | FromAgent::Pong(_) | FromAgent::FrameworkMessage(_))
+        ),
+        _ => false,
     }
 }
 

@@ -28,6 +28,8 @@ impl MasterCore {
             }
         }
         self.emit_task(&entry, true);
+        self.view_cache
+            .task_changed(&entry.framework_id, &task_id, &entry.agent_id);
         if let Some(fw) = self.frameworks.get_mut(&entry.framework_id) {
             if counts {
                 fw.used.add(&entry.resources);
@@ -71,8 +73,15 @@ impl MasterCore {
                 agent.used.add(&task.resources);
             }
         }
-        let snapshot = task.clone();
-        self.emit_task(&snapshot, false);
+        self.view_cache
+            .task_changed(framework_id, task_id, &task.agent_id);
+        // Built only for operator subscribers: a task is large, and this runs for
+        // every status update.
+        let event =
+            (self.operator_events.receiver_count() > 0).then(|| super::view::task_summary(task));
+        if let Some(summary) = event {
+            self.emit_task_summary(summary, false);
+        }
         self.view_dirty = true;
     }
 
@@ -95,6 +104,7 @@ impl MasterCore {
                 .tasks
                 .remove(&(framework_id.to_string(), task_id.to_string()));
         }
+        self.view_cache.task_retired(&task);
         fw.completed.push_back(task);
         while fw.completed.len() > COMPLETED_TASKS_PER_FRAMEWORK {
             fw.completed.pop_front();
@@ -234,6 +244,8 @@ impl MasterCore {
             return false;
         }
         let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::TaskUnknown);
+        // An orphan's resources are charged to its agent while it runs.
+        self.view_cache.agent_changed(agent_id);
         if !orphan {
             self.kill_orphan(
                 agent_id,

@@ -123,53 +123,7 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    // The masters are this binary started again: `agora` is linked in, so the
-    // benchmark needs no other binary to have been built.
-    if std::env::var_os(RUN_AS_AGORA).is_some() {
-        return agora::main();
-    }
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("ha-bench failed: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A thousand agents hold a thousand connections, here and on the leader: lift the
-/// soft limit on open files to the hard one (children inherit it).
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    agora_tests::bench::main("ha-bench", RUN_AS_AGORA, Options::parse, run)
 }
 
 /// Awaits `future` for at most [`PHASE_DEADLINE`].
