@@ -326,6 +326,36 @@ pub enum Seen {
     Disconnected,
 }
 
+/// The first event in `backlog`, then from `events`, that `pick` maps to `Some`; the
+/// events passed over are kept in `backlog`, in order, for later waits.
+pub(crate) async fn wait_for_seen<T>(
+    events: &mut mpsc::UnboundedReceiver<Seen>,
+    backlog: &mut std::collections::VecDeque<Seen>,
+    what: &str,
+    mut pick: impl FnMut(&Seen) -> Option<T>,
+) -> T {
+    if let Some((index, found)) = backlog
+        .iter()
+        .enumerate()
+        .find_map(|(i, seen)| pick(seen).map(|found| (i, found)))
+    {
+        backlog.remove(index);
+        return found;
+    }
+    within(what, async {
+        loop {
+            match events.recv().await {
+                Some(seen) => match pick(&seen) {
+                    Some(found) => break found,
+                    None => backlog.push_back(seen),
+                },
+                None => panic!("the driver stopped while waiting for {what}"),
+            }
+        }
+    })
+    .await
+}
+
 /// Forwards every callback to a channel.
 pub(crate) struct ChannelScheduler {
     pub(crate) events: mpsc::UnboundedSender<Seen>,
@@ -424,29 +454,8 @@ impl TestFramework {
     }
 
     /// The next event that `pick` maps to `Some`, skipping the others.
-    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Seen) -> Option<T>) -> T {
-        if let Some((index, found)) = self
-            .backlog
-            .iter()
-            .enumerate()
-            .find_map(|(i, seen)| pick(seen).map(|found| (i, found)))
-        {
-            self.backlog.remove(index);
-            return found;
-        }
-        let (events, backlog) = (&mut self.events, &mut self.backlog);
-        within(what, async {
-            loop {
-                match events.recv().await {
-                    Some(seen) => match pick(&seen) {
-                        Some(found) => break found,
-                        None => backlog.push_back(seen),
-                    },
-                    None => panic!("the driver stopped while waiting for {what}"),
-                }
-            }
-        })
-        .await
+    pub async fn wait_for<T>(&mut self, what: &str, pick: impl FnMut(&Seen) -> Option<T>) -> T {
+        wait_for_seen(&mut self.events, &mut self.backlog, what, pick).await
     }
 
     /// The next batch of offers.

@@ -30,7 +30,7 @@ use agora_proto as pb;
 use agora_sdk::{DriverConfig, SchedulerDriver, SchedulerHandle};
 use tokio::sync::mpsc;
 
-use crate::{ChannelScheduler, Seen, WAIT, logger, within};
+use crate::{ChannelScheduler, Seen, WAIT, logger, wait_for_seen, within};
 
 /// Lines of a process' stderr kept in memory; older lines are dropped.
 const KEPT_LOG_LINES: usize = 20_000;
@@ -644,29 +644,8 @@ impl GroupFramework {
 
     /// The next event that `pick` maps to `Some`; the others are set aside for
     /// later waits, in order.
-    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Seen) -> Option<T>) -> T {
-        if let Some((index, found)) = self
-            .backlog
-            .iter()
-            .enumerate()
-            .find_map(|(i, seen)| pick(seen).map(|found| (i, found)))
-        {
-            self.backlog.remove(index);
-            return found;
-        }
-        let (events, backlog) = (&mut self.events, &mut self.backlog);
-        within(what, async {
-            loop {
-                match events.recv().await {
-                    Some(seen) => match pick(&seen) {
-                        Some(found) => break found,
-                        None => backlog.push_back(seen),
-                    },
-                    None => panic!("the driver stopped while waiting for {what}"),
-                }
-            }
-        })
-        .await
+    pub async fn wait_for<T>(&mut self, what: &str, pick: impl FnMut(&Seen) -> Option<T>) -> T {
+        wait_for_seen(&mut self.events, &mut self.backlog, what, pick).await
     }
 
     /// Drops every set-aside event.
