@@ -356,6 +356,24 @@ pub(crate) async fn wait_for_seen<T>(
     .await
 }
 
+/// Runs an SDK driver whose scheduler forwards every callback to the returned channel.
+pub(crate) fn spawn_channel_driver(
+    config: DriverConfig,
+) -> (
+    SchedulerHandle,
+    mpsc::UnboundedReceiver<Seen>,
+    tokio::task::JoinHandle<Result<(), agora_sdk::DriverError>>,
+) {
+    let driver = SchedulerDriver::new(config).expect("a valid driver configuration");
+    let handle = driver.handle();
+    let (tx, events) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut scheduler = ChannelScheduler { events: tx };
+        driver.run(&mut scheduler).await
+    });
+    (handle, events, driver)
+}
+
 /// Forwards every callback to a channel.
 pub(crate) struct ChannelScheduler {
     pub(crate) events: mpsc::UnboundedSender<Seen>,
@@ -427,13 +445,7 @@ impl TestFramework {
         let mut config = DriverConfig::new(vec![master.to_string()], info, logger());
         config.backoff_min = Duration::from_millis(50);
         config.backoff_max = Duration::from_millis(500);
-        let driver = SchedulerDriver::new(config).expect("a valid driver configuration");
-        let handle = driver.handle();
-        let (tx, mut events) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            let mut scheduler = ChannelScheduler { events: tx };
-            driver.run(&mut scheduler).await
-        });
+        let (handle, mut events, driver) = spawn_channel_driver(config);
         let framework_id = within("SUBSCRIBED", async {
             loop {
                 match events.recv().await {

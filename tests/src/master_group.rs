@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_proto as pb;
-use agora_sdk::{DriverConfig, SchedulerDriver, SchedulerHandle};
+use agora_sdk::{DriverConfig, SchedulerHandle};
 use tokio::sync::mpsc;
 
-use crate::{ChannelScheduler, Seen, WAIT, logger, wait_for_seen, within};
+use crate::{Seen, WAIT, logger, spawn_channel_driver, wait_for_seen, within};
 
 /// Lines of a process' stderr kept in memory; older lines are dropped.
 const KEPT_LOG_LINES: usize = 20_000;
@@ -598,13 +598,7 @@ impl GroupFramework {
         config.backoff_max = Duration::from_millis(500);
         config.connect_timeout = Duration::from_secs(2);
         config.request_timeout = Duration::from_secs(20);
-        let driver = SchedulerDriver::new(config).expect("a valid driver configuration");
-        let handle = driver.handle();
-        let (tx, mut events) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            let mut scheduler = ChannelScheduler { events: tx };
-            driver.run(&mut scheduler).await
-        });
+        let (handle, mut events, driver) = spawn_channel_driver(config);
         let mut backlog = VecDeque::new();
         let framework_id = within("SUBSCRIBED", async {
             loop {
