@@ -18,6 +18,7 @@ use crate::actor::{AgentActor, LinkState, Settings};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::executor_api::ExecutorApiService;
+use crate::gc::GarbageCollector;
 use crate::master_link::MasterLink;
 use crate::metrics::Metrics;
 use crate::{http, meta, resource_detection};
@@ -65,6 +66,7 @@ impl Agent {
                 "status_update_retry_min must be positive".into(),
             ));
         }
+        config.gc.validate().map_err(AgentError::Config)?;
         let logger = config.logger.clone();
         std::fs::create_dir_all(meta::meta_dir(&config.work_dir))
             .map_err(|e| AgentError::io(format!("creating {}", config.work_dir.display()), e))?;
@@ -105,6 +107,8 @@ impl Agent {
             default_kill_grace: config.default_kill_grace,
             executor_shutdown_grace: config.executor_shutdown_grace,
             recovery_timeout: config.recovery_timeout,
+            recover: config.recover,
+            container_log: config.container_log,
         });
         let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -131,7 +135,7 @@ impl Agent {
             .max_encoding_message_size(agora_core::limits::MAX_MESSAGE_BYTES),
         )
         .into_axum_router()
-        .merge(http::router(metrics));
+        .merge(http::router(metrics.clone(), config.work_dir.clone()));
         let mut server_shutdown = shutdown_rx.clone();
         let server_logger = logger.clone();
         let server = tokio::spawn(async move {
@@ -158,13 +162,20 @@ impl Agent {
             backoff_max: config.registration_backoff_max,
             logger: logger.new(slog::o!("component" => "master_link")),
         };
+        let gc = GarbageCollector::new(
+            config.work_dir.clone(),
+            config.gc.clone(),
+            metrics,
+            logger.new(slog::o!("component" => "gc")),
+        );
+        let gc = tokio::spawn(gc.run(shutdown_rx.clone()));
         let link = tokio::spawn(link.run(shutdown_rx));
 
         Ok(AgentHandle {
             local_addr,
             link_state: link_state_rx,
             shutdown,
-            tasks: vec![link, actor, server],
+            tasks: vec![link, actor, server, gc],
             logger,
         })
     }
@@ -178,7 +189,8 @@ pub struct AgentHandle {
     link_state: watch::Receiver<LinkState>,
     /// Set to true to stop every task.
     shutdown: watch::Sender<bool>,
-    /// The master link, the actor and the server, stopped in that order.
+    /// The master link, the actor, the server and the garbage collector, stopped in
+    /// that order.
     tasks: Vec<JoinHandle<()>>,
     /// For shutdown diagnostics.
     logger: slog::Logger,

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::containerizer::Containerizer;
+use crate::containerizer::oci::{OciContainerizer, OciSettings};
 use crate::containerizer::process::ProcessContainerizer;
+use crate::containerizer::{Containerizer, ContainerizerError};
 
 /// Settings of one agent.
 #[derive(Clone)]
@@ -48,8 +49,32 @@ pub struct AgentConfig {
     /// How long executors keep trying to reach a restarting agent before they kill
     /// their task and exit (Mesos: 15 min).
     pub recovery_timeout: Duration,
+    /// What to do with the executors a previous agent process left running (Mesos'
+    /// `--recover`, default reconnect).
+    pub recover: RecoverMode,
     /// Starts, watches and destroys executors (default: the `process` containerizer).
+    /// [`AgentConfig::apply_containerizers`] replaces it according to
+    /// `containerizers`.
     pub containerizer: Arc<dyn Containerizer>,
+    /// `process` and/or `oci`, the first being how tasks that name no image and no
+    /// container type run (Mesos' `--containerizers`). Not empty.
+    pub containerizers: Vec<String>,
+    /// The OCI runtime binary: a path, or a name looked up on `PATH` (`runc`).
+    pub oci_runtime: PathBuf,
+    /// Where images are imported to and resolved from.
+    pub image_store: PathBuf,
+    /// Host directories that task volumes may come from (besides the sandbox);
+    /// empty = host volumes are refused.
+    pub allowed_volume_paths: Vec<PathBuf>,
+    /// Pids limit of every container (at least 1).
+    pub container_pids_limit: u64,
+    /// Rotation of every task's `stdout`/`stderr` (Mesos' logrotate container
+    /// logger: 10 MiB, 5 rotated files kept), passed to executors in their
+    /// environment.
+    pub container_log: crate::sandbox::RotationPolicy,
+    /// When the sandboxes of finished executor runs are garbage-collected (Mesos'
+    /// `--gc_delay` 1 week, `--gc_disk_headroom` 0.1, `--disk_watch_interval` 1 min).
+    pub gc: crate::gc::GcSettings,
     pub logger: slog::Logger,
 }
 
@@ -77,8 +102,82 @@ impl AgentConfig {
             default_kill_grace: Duration::from_secs(3),
             executor_shutdown_grace: Duration::from_secs(5),
             recovery_timeout: Duration::from_secs(15 * 60),
+            recover: RecoverMode::Reconnect,
             containerizer: Arc::new(ProcessContainerizer::new(logger.clone())),
+            containerizers: vec!["process".into()],
+            oci_runtime: PathBuf::from("runc"),
+            image_store: PathBuf::from(DEFAULT_IMAGE_STORE),
+            allowed_volume_paths: Vec::new(),
+            container_pids_limit: crate::command_executor::env::DEFAULT_PIDS_LIMIT,
+            container_log: crate::sandbox::RotationPolicy::default(),
+            gc: crate::gc::GcSettings::default(),
             logger,
+        }
+    }
+
+    /// Sets `containerizer` from `containerizers`: with `oci` among them, the oci
+    /// containerizer (its runtime binary must exist: a missing one is an error here,
+    /// at start-up, rather than a failure of every task).
+    pub fn apply_containerizers(&mut self) -> Result<(), ContainerizerError> {
+        let unsupported = |what: String| ContainerizerError::Unsupported {
+            containerizer: "agent",
+            what,
+        };
+        if self.containerizers.is_empty() {
+            return Err(unsupported("an empty containerizer list".into()));
+        }
+        for name in &self.containerizers {
+            if name != "process" && name != "oci" {
+                return Err(unsupported(format!(
+                    "containerizer '{name}' (known: process, oci)"
+                )));
+            }
+        }
+        if !self.containerizers.iter().any(|n| n == "oci") {
+            return Ok(());
+        }
+        let settings = OciSettings {
+            runtime: self.oci_runtime.clone(),
+            state_root: self.work_dir.join("runc"),
+            image_store: self.image_store.clone(),
+            allowed_volume_paths: self.allowed_volume_paths.clone(),
+            pids_limit: self.container_pids_limit,
+            default_oci: self.containerizers[0] == "oci",
+        };
+        self.containerizer = Arc::new(OciContainerizer::new(settings, self.logger.clone())?);
+        Ok(())
+    }
+}
+
+/// The image store when none is configured.
+pub const DEFAULT_IMAGE_STORE: &str = "/var/lib/agora/images";
+
+/// What a restarted agent does with the executors its previous process left running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoverMode {
+    /// Reattach to every live executor, re-register with the same agent id and
+    /// resend what was not acknowledged (Mesos' `--recover=reconnect`).
+    #[default]
+    Reconnect,
+    /// Shut down every executor found (its tasks end TASK_KILLED, or FAILED if it
+    /// is gone), as Mesos' `--recover=cleanup` does before an incompatible upgrade.
+    /// Unlike Mesos, which exits then and registers as a new agent on its next
+    /// start, the agent re-registers with its id and keeps running, so the tasks'
+    /// terminal updates reach their frameworks instead of waiting for the master to
+    /// give up on the old agent.
+    Cleanup,
+}
+
+impl std::str::FromStr for RecoverMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "reconnect" => Ok(Self::Reconnect),
+            "cleanup" => Ok(Self::Cleanup),
+            other => Err(format!(
+                "'{other}' is not a recovery mode: use reconnect or cleanup"
+            )),
         }
     }
 }

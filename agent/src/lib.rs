@@ -17,7 +17,8 @@
 //!   kill, executor calls, container lifecycle, recovery from checkpoints.
 //! - `master_link`: the connection to the master: registration, pings, backoff.
 //! - `executor_api`: the `ExecutorApi` gRPC service, forwarding to the actor.
-//! - `http`: the `/health` and `/metrics` routes.
+//! - `http`: the `/health`, `/metrics`, `/api/v1/containers` and `/api/v1/logs`
+//!   routes.
 //! - `metrics`: the Prometheus metrics.
 //! - [`status_updates`]: reliable, ordered, checkpointed status-update streams.
 //! - [`checkpoint`]: atomic files and checksummed append-only record logs.
@@ -25,9 +26,17 @@
 //!   nothing leaves the actor before what it depends on is durable.
 //! - `meta`: what is checkpointed where under `work_dir`.
 //! - `procfs`: process session and start time from /proc.
+//! - [`sandbox`]: task output rotated by size, read back by logical offset; the
+//!   executor runs found on disk.
+//! - [`gc`]: garbage collection of finished sandboxes by age and disk use.
+//! - [`usage`]: per-container cpu time and memory, with their limits.
 //! - [`resource_detection`]: cpus, mem, disk, ports, and operator overrides.
 //! - [`containerizer`]: the `Containerizer` trait and the `process` containerizer.
-//! - [`command_executor`]: the built-in command executor (`agora-executor`).
+//! - [`command_executor`]: the built-in executor (`agora-executor`): the command
+//!   executor for single tasks and the default executor for task groups, with
+//!   health checks.
+//! - [`oci`]: OCI bundles, the runtime CLI and cgroup readings for task containers.
+//! - [`images`]: the local OCI image store: import, unpacked shared layers, resolve.
 
 mod actor;
 pub mod agent;
@@ -37,15 +46,20 @@ pub mod config;
 pub mod containerizer;
 pub mod error;
 mod executor_api;
+pub mod gc;
 mod http;
+pub mod images;
 mod journal;
 mod master_link;
 mod meta;
 mod metrics;
+pub mod oci;
 mod procfs;
 pub mod resource_detection;
+pub mod sandbox;
 pub mod status_updates;
+pub mod usage;
 
 pub use agent::{Agent, AgentHandle};
-pub use config::AgentConfig;
+pub use config::{AgentConfig, RecoverMode};
 pub use error::AgentError;

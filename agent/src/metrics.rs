@@ -4,8 +4,16 @@ use prometheus_client::encoding::text::encode;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::usage::ContainerStatus;
+
+/// `framework_id`, `executor_id`, `container_id` of one container.
+type ContainerLabels = Vec<(&'static str, String)>;
+/// A per-container gauge with fractional values.
+type ContainerGauge = Family<ContainerLabels, Gauge<f64, AtomicU64>>;
 
 /// Every metric the agent exports. Cloned handles share the same values.
 pub struct Metrics {
@@ -35,6 +43,19 @@ pub struct Metrics {
     pub checkpoint_ops: Counter,
     /// Time spent writing and syncing checkpoint batches.
     pub checkpoint_seconds: Counter<f64, AtomicU64>,
+    /// Sandboxes of finished executor runs removed by the garbage collector.
+    pub sandboxes_collected: Counter,
+    /// Per live container, as last measured (set on every scrape; containers that
+    /// ended are dropped then): user cpu seconds.
+    pub container_cpu_user_seconds: ContainerGauge,
+    /// System cpu seconds, likewise.
+    pub container_cpu_system_seconds: ContainerGauge,
+    /// Resident memory in bytes, likewise.
+    pub container_memory_rss_bytes: ContainerGauge,
+    /// The `cpus` of the container's resources (absent without any).
+    pub container_cpus_limit: ContainerGauge,
+    /// The `mem` of the container's resources in bytes (absent without any).
+    pub container_memory_limit_bytes: ContainerGauge,
 }
 
 impl Metrics {
@@ -53,6 +74,12 @@ impl Metrics {
             checkpoint_batches: Counter::default(),
             checkpoint_ops: Counter::default(),
             checkpoint_seconds: Counter::default(),
+            sandboxes_collected: Counter::default(),
+            container_cpu_user_seconds: ContainerGauge::default(),
+            container_cpu_system_seconds: ContainerGauge::default(),
+            container_memory_rss_bytes: ContainerGauge::default(),
+            container_cpus_limit: ContainerGauge::default(),
+            container_memory_limit_bytes: ContainerGauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -115,9 +142,78 @@ impl Metrics {
             "Time spent writing and syncing checkpoint batches",
             metrics.checkpoint_seconds.clone(),
         );
+        registry.register(
+            "agora_agent_sandboxes_collected",
+            "Sandboxes of finished executor runs garbage-collected",
+            metrics.sandboxes_collected.clone(),
+        );
+        registry.register(
+            "agora_agent_container_cpu_user_seconds",
+            "User cpu time of a live container",
+            metrics.container_cpu_user_seconds.clone(),
+        );
+        registry.register(
+            "agora_agent_container_cpu_system_seconds",
+            "System cpu time of a live container",
+            metrics.container_cpu_system_seconds.clone(),
+        );
+        registry.register(
+            "agora_agent_container_memory_rss_bytes",
+            "Resident memory of a live container",
+            metrics.container_memory_rss_bytes.clone(),
+        );
+        registry.register(
+            "agora_agent_container_cpus_limit",
+            "Cpus given to a live container",
+            metrics.container_cpus_limit.clone(),
+        );
+        registry.register(
+            "agora_agent_container_memory_limit_bytes",
+            "Memory given to a live container",
+            metrics.container_memory_limit_bytes.clone(),
+        );
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Replaces the per-container gauges with `containers`.
+    pub fn set_containers(&self, containers: &[ContainerStatus]) {
+        let gauges = [
+            &self.container_cpu_user_seconds,
+            &self.container_cpu_system_seconds,
+            &self.container_memory_rss_bytes,
+            &self.container_cpus_limit,
+            &self.container_memory_limit_bytes,
+        ];
+        for gauge in gauges {
+            gauge.clear();
+        }
+        for container in containers {
+            let labels: ContainerLabels = vec![
+                ("framework_id", container.framework_id.clone()),
+                ("executor_id", container.executor_id.clone()),
+                ("container_id", container.container_id.clone()),
+            ];
+            let statistics = &container.statistics;
+            self.container_cpu_user_seconds
+                .get_or_create(&labels)
+                .set(statistics.cpus_user_time_secs);
+            self.container_cpu_system_seconds
+                .get_or_create(&labels)
+                .set(statistics.cpus_system_time_secs);
+            self.container_memory_rss_bytes
+                .get_or_create(&labels)
+                .set(statistics.mem_rss_bytes as f64);
+            if let Some(cpus) = statistics.cpus_limit {
+                self.container_cpus_limit.get_or_create(&labels).set(cpus);
+            }
+            if let Some(mem) = statistics.mem_limit_bytes {
+                self.container_memory_limit_bytes
+                    .get_or_create(&labels)
+                    .set(mem as f64);
+            }
         }
     }
 
@@ -149,5 +245,44 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("agora_agent_master_connected 1"), "{text}");
+    }
+
+    #[test]
+    fn containers_are_labelled_gauges_replaced_on_each_measurement() {
+        let m = super::Metrics::new();
+        let container = |id: &str| crate::usage::ContainerStatus {
+            framework_id: "f".into(),
+            executor_id: "e".into(),
+            executor_name: String::new(),
+            container_id: id.into(),
+            task_ids: vec!["t".into()],
+            executor_pid: 1,
+            statistics: crate::usage::Statistics {
+                cpus_user_time_secs: 1.5,
+                mem_rss_bytes: 4096,
+                cpus_limit: Some(0.5),
+                ..Default::default()
+            },
+        };
+        m.set_containers(&[container("c1")]);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "agora_agent_container_cpu_user_seconds{framework_id=\"f\",executor_id=\"e\",container_id=\"c1\"} 1.5"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("agora_agent_container_memory_rss_bytes{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("agora_agent_container_memory_limit_bytes{"),
+            "{text}"
+        );
+        m.set_containers(&[container("c2")]);
+        let text = m.encode();
+        assert!(!text.contains("c1"), "{text}");
+        assert!(text.contains("c2"), "{text}");
     }
 }

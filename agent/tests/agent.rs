@@ -402,11 +402,17 @@ async fn unsupported_launches_fail_and_malformed_messages_are_survived() {
         ..Default::default()
     });
     link.run_task(framework("fw"), task).await;
+    // A custom executor whose command cannot run: its task fails with the reason.
     let statuses = link.updates_until_terminal().await;
     assert_eq!(states(&statuses), vec!["TASK_FAILED"]);
     assert_eq!(
-        statuses[0].message,
-        "custom executors are not supported yet"
+        statuses[0].reason(),
+        pb::task_status::Reason::ExecutorTerminated
+    );
+    assert!(
+        statuses[0].message.contains("exited with status 127"),
+        "{:?}",
+        statuses[0]
     );
 
     link.send(ToAgent::RunTaskGroup(pb::master_message::RunTaskGroup {
@@ -417,9 +423,14 @@ async fn unsupported_launches_fail_and_malformed_messages_are_survived() {
         }),
     }))
     .await;
+    // A group needs its executor's id: every task of it is refused.
     let statuses = link.updates_until_terminal().await;
-    assert_eq!(states(&statuses), vec!["TASK_FAILED"]);
-    assert!(statuses[0].message.contains("not supported yet"));
+    assert_eq!(states(&statuses), vec!["TASK_ERROR"]);
+    assert_eq!(statuses[0].reason, Reason::TaskGroupInvalid as i32);
+    assert!(
+        statuses[0].message.contains("executor.executor_id"),
+        "{statuses:?}"
+    );
 
     // A kill for a task the agent never saw answers TASK_LOST (the framework itself is
     // forgotten by now: it has nothing left on this agent).

@@ -4,12 +4,15 @@
 //! - [`main`]: parses the command line and runs one subcommand.
 //! - `commands/`: one file per subcommand — `dev`, `master`, `agent`, `executor`
 //!   (hidden: the built-in command executor the agent starts), the operator views
-//!   `state`, `agents`, `frameworks`, `tasks`, and the operator commands `quota`,
-//!   `weights`, `roles` and `agent drain|reactivate`.
+//!   `state`, `agents`, `frameworks`, `tasks`, `logs`, and the operator commands `quota`,
+//!   `weights`, `roles` and `agent drain|reactivate`, and `image import|list` (the
+//!   agents' local OCI image store).
 //! - `operator_client`: the gRPC connection the operator views share.
+//! - `agent_client`: HTTP GETs of an agent's API (logs, container usage).
 //! - `table`: plain-text tables for the operator views.
 //! - `logging`: the slog logger every process uses.
 
+mod agent_client;
 mod commands;
 mod logging;
 mod operator_client;
@@ -48,12 +51,16 @@ enum Command {
     Frameworks(operator_client::ViewArgs),
     /// List tasks.
     Tasks(commands::tasks::TasksArgs),
+    /// Print a task's stdout (or --stderr), following it with --follow.
+    Logs(commands::logs::LogsArgs),
     /// Set, show or remove the quotas of roles.
     Quota(commands::quota::QuotaArgs),
     /// Show role weights, or set them with `set role=weight,...`.
     Weights(commands::weights::WeightsArgs),
     /// List roles with their weight, quota, allocation and share.
     Roles(operator_client::ListArgs),
+    /// Import OCI images into the local image store agents run them from, or list it.
+    Image(commands::image::ImageArgs),
 }
 
 /// Builds a runtime, or says why it cannot.
@@ -86,9 +93,11 @@ pub fn main() -> ExitCode {
             Command::Agents(args) => commands::agents::run(args).await,
             Command::Frameworks(args) => commands::frameworks::run(args).await,
             Command::Tasks(args) => commands::tasks::run(args).await,
+            Command::Logs(args) => commands::logs::run(args).await,
             Command::Quota(args) => commands::quota::run(args).await,
             Command::Weights(args) => commands::weights::run(args).await,
             Command::Roles(args) => commands::roles::run(args).await,
+            Command::Image(args) => commands::image::run(args).await,
         }
     });
     match result {

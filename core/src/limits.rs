@@ -248,7 +248,64 @@ pub fn task_info(task: &pb::TaskInfo) -> Result<(), LimitError> {
     {
         seconds("task_info.kill_policy.grace_period_seconds", g)?;
     }
+    if let Some(check) = &task.health_check {
+        health_check("task_info.health_check", check)?;
+    }
     Ok(())
+}
+
+/// Checks a health check's figures (0 means Mesos' default; negative, NaN or
+/// infinite ones are refused) and that it names what its type needs.
+pub fn health_check(field: &str, check: &pb::HealthCheck) -> Result<(), LimitError> {
+    use pb::health_check::Type;
+    for (name, value) in [
+        ("delay_seconds", check.delay_seconds),
+        ("interval_seconds", check.interval_seconds),
+        ("timeout_seconds", check.timeout_seconds),
+        ("grace_period_seconds", check.grace_period_seconds),
+    ] {
+        seconds(&format!("{field}.{name}"), value)?;
+    }
+    let port = |port: u32, name: &str| {
+        if port == 0 || port > u32::from(u16::MAX) {
+            return Err(LimitError::new(
+                format!("{field}.{name}.port"),
+                format!("{port} is not a TCP port"),
+            ));
+        }
+        Ok(())
+    };
+    match Type::try_from(check.r#type) {
+        Ok(Type::Command) => match &check.command {
+            Some(cmd) => command(&format!("{field}.command"), cmd),
+            None => Err(LimitError::new(
+                format!("{field}.command"),
+                "a COMMAND health check needs a command",
+            )),
+        },
+        Ok(Type::Http) => match &check.http {
+            Some(http) => {
+                bytes(&format!("{field}.http.path"), http.path.len(), 4096)?;
+                count(&format!("{field}.http.statuses"), http.statuses.len(), 100)?;
+                port(http.port, "http")
+            }
+            None => Err(LimitError::new(
+                format!("{field}.http"),
+                "an HTTP health check needs `http`",
+            )),
+        },
+        Ok(Type::Tcp) => match &check.tcp {
+            Some(tcp) => port(tcp.port, "tcp"),
+            None => Err(LimitError::new(
+                format!("{field}.tcp"),
+                "a TCP health check needs `tcp`",
+            )),
+        },
+        Ok(Type::Unknown) | Err(_) => Err(LimitError::new(
+            format!("{field}.type"),
+            format!("{} is not COMMAND, HTTP or TCP", check.r#type),
+        )),
+    }
 }
 
 /// Checks a status an executor or agent reports.

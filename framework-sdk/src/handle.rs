@@ -170,6 +170,21 @@ impl SchedulerHandle {
                     limits::task_info(task)?;
                 }
             }
+            if let Some(pb::operation::Operation::LaunchGroup(group)) = &op.operation {
+                let tasks = group
+                    .task_group
+                    .as_ref()
+                    .map(|g| g.tasks.as_slice())
+                    .unwrap_or_default();
+                limits::count(
+                    "accept.operations.launch_group.task_group.tasks",
+                    tasks.len(),
+                    limits::MAX_TASK_GROUP,
+                )?;
+                for task in tasks {
+                    limits::task_info(task)?;
+                }
+            }
         }
         self.call(pb::call::Call::Accept(pb::call::Accept {
             offer_ids,
@@ -195,6 +210,35 @@ impl SchedulerHandle {
             })),
         };
         self.accept(vec![offer_id], vec![launch], filters).await
+    }
+
+    /// ACCEPT with a single LAUNCH_GROUP on one offer: `tasks` run together under
+    /// the agent's default executor `executor_id`, share its sandbox, and live and
+    /// die together (when one fails or is killed, the others are killed). The
+    /// executor needs no resources of its own here; `filters` as for
+    /// [`launch`](Self::launch).
+    pub async fn launch_group(
+        &self,
+        offer_id: pb::OfferId,
+        executor_id: impl Into<String>,
+        tasks: Vec<pb::TaskInfo>,
+        filters: Option<pb::Filters>,
+    ) -> Result<(), DriverError> {
+        let group = pb::Operation {
+            operation: Some(pb::operation::Operation::LaunchGroup(
+                pb::operation::LaunchGroup {
+                    executor: Some(pb::ExecutorInfo {
+                        r#type: pb::executor_info::Type::Default as i32,
+                        executor_id: Some(pb::ExecutorId {
+                            value: executor_id.into(),
+                        }),
+                        ..Default::default()
+                    }),
+                    task_group: Some(pb::TaskGroupInfo { tasks }),
+                },
+            )),
+        };
+        self.accept(vec![offer_id], vec![group], filters).await
     }
 
     /// DECLINE: gives the offers back; `filters.refuse_seconds` (default 5 s) keeps

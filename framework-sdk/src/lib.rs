@@ -60,6 +60,8 @@
 //! - [`error`]: [`DriverError`], and how a master's gRPC status maps onto it.
 //! - [`offer`]: [`OfferResources`] and [`TaskBuilder`]: packing tasks into offers.
 //! - [`logging`]: ready-made slog loggers.
+//! - [`executor`]: custom executors: the [`Executor`] trait and the
+//!   [`ExecutorDriver`] that connects one to the agent that started it.
 //! - [`state_store`]: [`StateStore`], the client for the masters' replicated
 //!   key-value store (versions, compare-and-set, prefix listing, leases).
 //! - [`leader_election`]: [`LeaderElection`], one leader among a framework's
@@ -70,6 +72,7 @@ mod backoff;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod executor;
 pub mod handle;
 pub mod leader_election;
 pub mod logging;
@@ -83,6 +86,7 @@ pub use agora_proto as proto;
 pub use config::DriverConfig;
 pub use driver::SchedulerDriver;
 pub use error::{DriverError, LEADER_METADATA_KEY, leader_hint};
+pub use executor::{Executor, ExecutorDriver, ExecutorError, ExecutorHandle};
 pub use handle::SchedulerHandle;
 pub use leader_election::LeaderElection;
 pub use logging::{discard_logger, stderr_logger};

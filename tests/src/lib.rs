@@ -9,6 +9,7 @@
 //! - [`RawFramework`]: a framework speaking the gRPC API directly, for sending what
 //!   the SDK would never send (bad input).
 //! - [`http_get`]: a minimal HTTP/1.1 GET for the master's HTTP endpoints.
+//! - [`images`]: a real OCI image layout of the static busybox, and tars of layouts.
 //! - [`node_bin!`]: the path of the `agora-node` binary (the `agora` CLI under a
 //!   test-only name), for starting real agent processes.
 //!
@@ -16,6 +17,7 @@
 //! test with a message instead of hanging it; no test relies on a deadline to pass.
 
 pub mod bench;
+pub mod images;
 pub mod master_group;
 pub mod sim_agent;
 

@@ -260,6 +260,10 @@ impl AgentActor {
             .iter()
             .filter_map(|t| t.task_id.as_ref().map(|id| id.value.as_str()))
             .collect();
+        // A default executor gets its unlaunched tasks as one group, before kills.
+        let default_executor = executor.info.r#type == pb::executor_info::Type::Default as i32;
+        let mut group = Vec::new();
+        let launch_at = to_send.len();
         for task_id in &executor.tasks {
             let Some(task) = self.tasks.get_mut(&StreamKey::new(&framework_id, task_id)) else {
                 continue;
@@ -272,9 +276,13 @@ impl AgentActor {
             }
             if !task.launched {
                 task.launched = true;
-                to_send.push(Event::Launch(pb::executor_event::Launch {
-                    task: Some(task.info.clone()),
-                }));
+                if default_executor {
+                    group.push(task.info.clone());
+                } else {
+                    to_send.push(Event::Launch(pb::executor_event::Launch {
+                        task: Some(task.info.clone()),
+                    }));
+                }
             }
             if task.kill_requested && !executor.shutdown_requested {
                 // Resent with the grace period the framework asked for.
@@ -283,6 +291,14 @@ impl AgentActor {
                     kill_policy: task.kill_policy,
                 }));
             }
+        }
+        if !group.is_empty() {
+            to_send.insert(
+                launch_at,
+                Event::LaunchGroup(pb::executor_event::LaunchGroup {
+                    task_group: Some(pb::TaskGroupInfo { tasks: group }),
+                }),
+            );
         }
         if executor.shutdown_requested {
             to_send.push(Event::Shutdown(pb::executor_event::Shutdown {

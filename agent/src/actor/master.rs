@@ -251,12 +251,8 @@ impl AgentActor {
 
         let refusal = if let Err(e) = limits::task_info(&task) {
             Some((TaskState::TaskError, Reason::TaskInvalid, e.to_string()))
-        } else if task.executor.is_some() {
-            Some((
-                TaskState::TaskFailed,
-                Reason::ContainerLaunchFailed,
-                "custom executors are not supported yet".to_string(),
-            ))
+        } else if let Some(executor) = &task.executor {
+            self.check_custom_executor(&framework_id, executor).err()
         } else if self
             .executor_runs
             .contains_key(&(framework_id.clone(), task_id.clone()))
@@ -279,6 +275,9 @@ impl AgentActor {
                 .insert(key.clone(), Task::new(task, &framework_id, &executor_id));
             self.agent_status(&key, state, reason, &message);
             return;
+        }
+        if task.executor.is_some() {
+            return self.launch_on_custom_executor(task, key);
         }
         self.launch_command_executor(task, key);
     }
@@ -407,7 +406,7 @@ impl AgentActor {
         }
     }
 
-    fn executor_env(
+    pub(super) fn executor_env(
         &self,
         framework_id: &str,
         executor_id: &str,
@@ -433,6 +432,9 @@ impl AgentActor {
                 &s.default_kill_grace.as_secs_f64().to_string(),
             ),
         ]
+        .into_iter()
+        .chain(crate::sandbox::output::policy_env(s.container_log))
+        .collect()
     }
 
     fn run_task_group(&mut self, run: pb::master_message::RunTaskGroup) {
@@ -453,35 +455,51 @@ impl AgentActor {
         if let Err(e) = limits::count("task_group.tasks", tasks.len(), limits::MAX_TASK_GROUP) {
             return self.invalid("RunTaskGroup", &e.to_string());
         }
-        let executor_id = run
-            .executor
-            .as_ref()
-            .and_then(|e| e.executor_id.as_ref())
-            .map(|e| e.value.clone())
-            .unwrap_or_default();
+        if self
+            .frameworks
+            .get(&framework_id)
+            .is_some_and(|f| f.shutting_down)
+        {
+            warn!(self.logger, "ignoring a task group for a framework that is shutting down";
+                "framework_id" => &framework_id);
+            return;
+        }
         self.remember_framework(&framework_id, &framework_info);
+        let mut group = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let Ok(task_id) = checked_id(
+            match checked_id(
                 "task.task_id",
                 task.task_id.as_ref().map(|t| t.value.as_str()),
-            )
-            .map(str::to_string) else {
-                self.invalid("RunTaskGroup", "a task without a valid task id");
-                continue;
-            };
-            let key = StreamKey::new(&framework_id, &task_id);
-            if self.tasks.contains_key(&key) {
-                continue;
+            ) {
+                Ok(task_id) => group.push((task_id.to_string(), task)),
+                // Without an id nothing can be reported for it; the rest of the group
+                // is refused for its sake (it is not whole).
+                Err(e) => self.invalid("RunTaskGroup", &e),
             }
-            self.tasks
-                .insert(key.clone(), Task::new(task, &framework_id, &executor_id));
-            self.agent_status(
-                &key,
-                TaskState::TaskFailed,
-                Reason::ContainerLaunchFailed,
-                "task groups are not supported yet",
-            );
         }
+        if group.len() != group.capacity() {
+            let executor_id = run
+                .executor
+                .and_then(|e| e.executor_id)
+                .map(|e| e.value)
+                .unwrap_or_default();
+            for (task_id, task) in group {
+                let key = StreamKey::new(&framework_id, &task_id);
+                if self.tasks.contains_key(&key) {
+                    continue;
+                }
+                self.tasks
+                    .insert(key.clone(), Task::new(task, &framework_id, &executor_id));
+                self.agent_status(
+                    &key,
+                    TaskState::TaskError,
+                    Reason::TaskGroupInvalid,
+                    "invalid task group: one of its tasks has no valid task id",
+                );
+            }
+            return;
+        }
+        self.launch_task_group(&framework_id, run.executor, group);
     }
 
     fn kill_task(&mut self, kill: pb::master_message::KillTask) {
@@ -572,12 +590,17 @@ impl AgentActor {
             Phase::Recovering => {}
             Phase::Launching | Phase::Started => {
                 info!(self.logger, "killing a task whose executor has not subscribed"; "task_id" => &key.task_id);
-                self.agent_status(
-                    &key,
-                    TaskState::TaskKilled,
-                    Reason::TaskKilledDuringLaunch,
-                    "killed before the executor started the task",
-                );
+                // The rest of a task group goes with it: a group lives and dies together.
+                for key in self.task_and_its_group(&container_id, &key) {
+                    if self.tasks.get(&key).is_some_and(|t| !t.is_terminal()) {
+                        self.agent_status(
+                            &key,
+                            TaskState::TaskKilled,
+                            Reason::TaskKilledDuringLaunch,
+                            "killed before the executor started the task",
+                        );
+                    }
+                }
                 self.stop_executor_if_idle(&container_id);
             }
         }

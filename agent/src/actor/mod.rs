@@ -9,12 +9,16 @@
 //! the journal releases once what was checkpointed before it is durable.
 //!
 //! - [`master`]: registration and what the master sends (run, kill, ack, ...).
+//! - [`custom_executors`]: tasks that name their own executor.
 //! - [`executors`]: the executor API and the life of executor containers.
 //! - [`recovery`]: rebuilding the state from checkpoints when the agent starts.
+//! - [`task_groups`]: LAUNCH_GROUP under the default executor.
 
+mod custom_executors;
 mod executors;
 mod master;
 mod recovery;
+mod task_groups;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -143,6 +147,9 @@ pub(crate) struct Settings {
     pub default_kill_grace: Duration,
     pub executor_shutdown_grace: Duration,
     pub recovery_timeout: Duration,
+    pub recover: crate::config::RecoverMode,
+    /// Rotation of task output, passed to executors in their environment.
+    pub container_log: crate::sandbox::RotationPolicy,
 }
 
 /// A framework with tasks or executors on this agent.

@@ -2,8 +2,11 @@
 //! frameworks, the executor runs and their tasks with their unacknowledged status
 //! updates. Live executors are reattached and given
 //! `executor_reregistration_timeout` to re-subscribe; the tasks of executors that died
-//! while the agent was down are failed. Unreadable checkpoints are logged and skipped
-//! (never fatal: one damaged file must not keep the agent down).
+//! while the agent was down are failed. With `--recover=cleanup` every executor
+//! found is shut down instead (see [`AgentActor::recover`]). Damage is never fatal (one
+//! bad file must not keep the agent down) and never silent: an unreadable framework or
+//! executor checkpoint is logged and skipped, and an executor run with an unreadable
+//! task checkpoint is destroyed, its tasks failed with a reason naming the file.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,6 +18,7 @@ use agora_proto::task_status::Reason;
 use slog::{info, warn};
 
 use super::{AgentActor, Command, Executor, Framework, Phase, Task};
+use crate::config::RecoverMode;
 use crate::containerizer::{ContainerId, Termination};
 use crate::meta;
 use crate::procfs;
@@ -72,6 +76,26 @@ impl AgentActor {
         if tasks + executors > 0 {
             info!(self.logger, "recovered from checkpoints"; "tasks" => tasks, "executors" => executors);
         }
+        if self.settings.recover == RecoverMode::Cleanup {
+            self.clean_up_recovered();
+        }
+    }
+
+    /// `--recover=cleanup`: every executor the previous agent process left running
+    /// is shut down as for a framework shutdown (told to kill its tasks when it
+    /// re-subscribes, destroyed after the kill and shutdown graces if it does not
+    /// exit), so each of its tasks ends TASK_KILLED. The terminal updates are
+    /// checkpointed and delivered like any other once the agent is registered.
+    fn clean_up_recovered(&mut self) {
+        let containers: Vec<ContainerId> = self.executors.keys().cloned().collect();
+        if containers.is_empty() {
+            return;
+        }
+        warn!(self.logger, "recovery mode cleanup: shutting down every executor left running";
+            "executors" => containers.len());
+        for container_id in containers {
+            self.shutdown_executor(&container_id);
+        }
     }
 
     fn recover_run(&mut self, framework_id: &str, executor_id: &str, run_id: &str) {
@@ -91,6 +115,7 @@ impl AgentActor {
         let container_id = ContainerId(run_id.to_string());
         let tasks_dir = run_dir.join("tasks");
         let mut task_ids = BTreeSet::new();
+        let mut damage = Vec::new();
         for task_id in id_dirs(&tasks_dir) {
             if let Some(task) = self.recover_task(
                 framework_id,
@@ -98,6 +123,7 @@ impl AgentActor {
                 &task_id,
                 &container_id,
                 &tasks_dir.join(&task_id),
+                &mut damage,
             ) {
                 self.tasks
                     .insert(StreamKey::new(framework_id, &task_id), task);
@@ -138,6 +164,35 @@ impl AgentActor {
         );
         self.metrics.executors.inc();
 
+        if !damage.is_empty() {
+            // The agent cannot tell what a task with a damaged checkpoint is, so it
+            // must not run on unobserved: the whole run is destroyed and every task of
+            // it ends with a reason naming the damage.
+            warn!(self.logger, "damaged task checkpoint; destroying its executor";
+                "executor_id" => executor_id, "damage" => damage.join("; "));
+            if let Some(forked) = &forked
+                && alive
+            {
+                drop(self.containerizer.recover(&container_id, forked.pid));
+            }
+            self.destroy(&container_id);
+            let termination = Termination {
+                message: "destroyed: its checkpoint was damaged".into(),
+                ..Termination::default()
+            };
+            let message = format!(
+                "the agent restarted and could not read its checkpoint ({}); the executor was destroyed",
+                damage.join("; ")
+            );
+            self.executor_gone(
+                &container_id,
+                &termination,
+                TaskState::TaskFailed,
+                Reason::AgentRestarted,
+                &message,
+            );
+            return;
+        }
         match forked {
             Some(forked) if alive => {
                 info!(self.logger, "reattaching to a running executor";
@@ -159,10 +214,13 @@ impl AgentActor {
                 {
                     // The executor is gone, but tasks it started may live on in its
                     // session (the kernel does not reuse a pid still naming a
-                    // session): sweep them up.
+                    // session): the destroy below sweeps them up.
                     drop(self.containerizer.recover(&container_id, forked.pid));
-                    self.destroy(&container_id);
                 }
+                // Even when its pid now names a stranger (whose session is left
+                // alone: it was never recovered), runtime containers the executor
+                // started outlive it and must go.
+                self.destroy(&container_id);
                 info!(self.logger, "executor ended while the agent was down"; "executor_id" => executor_id);
                 let termination = Termination {
                     message: "exited while the agent was down".into(),
@@ -186,20 +244,22 @@ impl AgentActor {
         task_id: &str,
         container_id: &ContainerId,
         task_dir: &Path,
+        damage: &mut Vec<String>,
     ) -> Option<Task> {
-        let info = match meta::read_message::<pb::TaskInfo>(&task_dir.join(meta::TASK_INFO_FILE)) {
-            Ok(info) => info,
+        let info_file = task_dir.join(meta::TASK_INFO_FILE);
+        let info = match meta::read_message::<pb::TaskInfo>(&info_file) {
+            Ok(info) if info.task_id.as_ref().map(|t| t.value.as_str()) == Some(task_id) => info,
+            // Kept under the id its directory names, so the framework hears of the
+            // task's end instead of the task silently vanishing.
+            Ok(_) => {
+                damage.push(format!("{} names another task", info_file.display()));
+                damaged_task_info(task_id)
+            }
             Err(e) => {
-                warn!(self.logger, "unreadable task checkpoint; dropping it"; "path" => %task_dir.display(), "error" => %e);
-                self.remove_meta(task_dir);
-                return None;
+                damage.push(format!("{}: {e}", info_file.display()));
+                damaged_task_info(task_id)
             }
         };
-        if info.task_id.as_ref().map(|t| t.value.as_str()) != Some(task_id) {
-            warn!(self.logger, "task checkpoint does not match its directory; dropping it"; "path" => %task_dir.display());
-            self.remove_meta(task_dir);
-            return None;
-        }
         let key = StreamKey::new(framework_id, task_id);
         let updates = task_dir.join(meta::TASK_UPDATES_FILE);
         let mut latest = None;
@@ -230,5 +290,15 @@ impl AgentActor {
         }
         task.latest_status = latest;
         Some(task)
+    }
+}
+
+/// Stands in for a task whose `task.info` checkpoint is unreadable.
+fn damaged_task_info(task_id: &str) -> pb::TaskInfo {
+    pb::TaskInfo {
+        task_id: Some(pb::TaskId {
+            value: task_id.to_string(),
+        }),
+        ..Default::default()
     }
 }

@@ -4,6 +4,11 @@
 use slog::Drain;
 
 fn main() {
+    // Before anything is logged: the executor's own output joins its tasks' in the
+    // sandbox's rotated stdout/stderr.
+    if let Err(e) = agora_agent::sandbox::capture_executor_output_from_env() {
+        eprintln!("agora-executor: {e}; its own output is not rotated");
+    }
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::FullFormat::new(decorator).build().fuse();
     let logger = slog::Logger::root(
@@ -20,5 +25,6 @@ fn main() {
             1
         }
     };
+    agora_agent::sandbox::finish_executor_output();
     std::process::exit(code);
 }

@@ -22,9 +22,30 @@ pub const RECOVERY_TIMEOUT_SECONDS: &str = "AGORA_RECOVERY_TIMEOUT_SECONDS";
 pub const DEFAULT_KILL_GRACE_SECONDS: &str = "AGORA_DEFAULT_KILL_GRACE_SECONDS";
 /// Set for the task process: its task id.
 pub const TASK_ID: &str = "AGORA_TASK_ID";
+/// The agent's id of this executor run (its container id); runtime containers of
+/// its tasks are named `agora-<this>-<task index>`.
+pub const CONTAINER_ID: &str = "AGORA_CONTAINER_ID";
+/// `process` or `oci`: how tasks that name no image and no container type run.
+pub const DEFAULT_CONTAINERIZER: &str = "AGORA_DEFAULT_CONTAINERIZER";
+/// The OCI runtime binary (absolute path); set only when the agent has the `oci`
+/// containerizer, and then tasks may run as containers.
+pub const OCI_RUNTIME: &str = "AGORA_OCI_RUNTIME";
+/// The runtime's state directory (`--root`).
+pub const OCI_STATE_ROOT: &str = "AGORA_OCI_STATE_ROOT";
+/// The agent's image store directory.
+pub const IMAGE_STORE: &str = "AGORA_IMAGE_STORE";
+/// `:`-separated host directories that volumes may be taken from (besides the
+/// sandbox); empty = none.
+pub const ALLOWED_VOLUME_PATHS: &str = "AGORA_ALLOWED_VOLUME_PATHS";
+/// The pids limit of every container.
+pub const CONTAINER_PIDS_LIMIT: &str = "AGORA_CONTAINER_PIDS_LIMIT";
+/// Set for tasks: their assigned ports, comma-separated (`PORT0`.. one each).
+pub const PORTS: &str = "PORTS";
 
 const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+/// Containers' pids limit when the agent names none.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// Why the environment cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +73,35 @@ pub struct ExecutorEnv {
     pub recovery_timeout: Duration,
     /// Kill grace when neither the kill nor the task names one.
     pub default_kill_grace: Duration,
+    /// How tasks may be containerized.
+    pub containers: ContainerEnv,
+}
+
+/// What the agent's containerizer lets tasks use.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerEnv {
+    /// The executor run's container id; `None` when the agent did not say (then
+    /// tasks cannot run under the OCI runtime).
+    pub container_id: Option<String>,
+    /// Tasks that name no image and no container type run under the OCI runtime.
+    pub default_oci: bool,
+    /// Set when the agent has the `oci` containerizer.
+    pub oci: Option<OciEnv>,
+}
+
+/// The `oci` containerizer's settings, as the agent passed them.
+#[derive(Clone, Debug)]
+pub struct OciEnv {
+    /// The runtime binary.
+    pub runtime: PathBuf,
+    /// Its `--root`.
+    pub state_root: PathBuf,
+    /// The image store directory.
+    pub image_store: PathBuf,
+    /// Host directories volumes may come from (besides the sandbox).
+    pub allowed_volume_paths: Vec<PathBuf>,
+    /// Pids limit of each container; at least 1.
+    pub pids_limit: u64,
 }
 
 impl ExecutorEnv {
@@ -117,8 +167,71 @@ impl ExecutorEnv {
                 .map(PathBuf::from),
             recovery_timeout: seconds(RECOVERY_TIMEOUT_SECONDS, DEFAULT_RECOVERY_TIMEOUT)?,
             default_kill_grace: seconds(DEFAULT_KILL_GRACE_SECONDS, DEFAULT_KILL_GRACE)?,
+            containers: container_env(&get)?,
         })
     }
+}
+
+/// The container settings among the variables `get` reads.
+fn container_env(get: &dyn Fn(&'static str) -> Option<OsString>) -> Result<ContainerEnv, EnvError> {
+    let path = |name: &'static str| get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let default_oci = match get(DEFAULT_CONTAINERIZER) {
+        None => false,
+        Some(value) => match value.to_string_lossy().as_ref() {
+            "" | "process" => false,
+            "oci" => true,
+            other => {
+                return Err(EnvError::Invalid {
+                    name: DEFAULT_CONTAINERIZER,
+                    reason: format!("'{other}' is neither 'process' nor 'oci'"),
+                });
+            }
+        },
+    };
+    let oci = match path(OCI_RUNTIME) {
+        None => None,
+        Some(runtime) => {
+            let state_root = path(OCI_STATE_ROOT).ok_or(EnvError::Missing(OCI_STATE_ROOT))?;
+            let image_store = path(IMAGE_STORE).ok_or(EnvError::Missing(IMAGE_STORE))?;
+            let allowed_volume_paths = get(ALLOWED_VOLUME_PATHS)
+                .map(|v| {
+                    std::env::split_paths(&v)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pids_limit = match get(CONTAINER_PIDS_LIMIT) {
+                None => DEFAULT_PIDS_LIMIT,
+                Some(v) => v
+                    .to_string_lossy()
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(EnvError::Invalid {
+                        name: CONTAINER_PIDS_LIMIT,
+                        reason: format!("'{}' is not a positive number", v.to_string_lossy()),
+                    })?,
+            };
+            Some(OciEnv {
+                runtime,
+                state_root,
+                image_store,
+                allowed_volume_paths,
+                pids_limit,
+            })
+        }
+    };
+    if default_oci && oci.is_none() {
+        return Err(EnvError::Missing(OCI_RUNTIME));
+    }
+    Ok(ContainerEnv {
+        container_id: get(CONTAINER_ID)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned()),
+        default_oci,
+        oci,
+    })
 }
 
 #[cfg(test)]
@@ -146,6 +259,44 @@ mod tests {
         assert_eq!(env.sandbox, Some(PathBuf::from("/sandbox")));
         assert_eq!(env.default_kill_grace, Duration::from_millis(500));
         assert_eq!(env.recovery_timeout, DEFAULT_RECOVERY_TIMEOUT);
+    }
+
+    #[test]
+    fn container_settings_are_read() {
+        let base = [
+            (AGENT_ENDPOINT, "http://127.0.0.1:5051"),
+            (FRAMEWORK_ID, "fw"),
+            (EXECUTOR_ID, "ex"),
+            (EXECUTOR_TOKEN, "secret"),
+        ];
+        let env = ExecutorEnv::from_vars(vars(&base)).unwrap();
+        assert!(env.containers.oci.is_none() && !env.containers.default_oci);
+        let mut with_oci = base.to_vec();
+        with_oci.extend([
+            (CONTAINER_ID, "c1"),
+            (DEFAULT_CONTAINERIZER, "oci"),
+            (OCI_RUNTIME, "/usr/sbin/runc"),
+            (OCI_STATE_ROOT, "/work/runc"),
+            (IMAGE_STORE, "/images"),
+            (ALLOWED_VOLUME_PATHS, "/data:/srv"),
+        ]);
+        let env = ExecutorEnv::from_vars(vars(&with_oci)).unwrap();
+        let oci = env.containers.oci.unwrap();
+        assert!(env.containers.default_oci);
+        assert_eq!(env.containers.container_id.as_deref(), Some("c1"));
+        assert_eq!(
+            oci.allowed_volume_paths,
+            vec![PathBuf::from("/data"), PathBuf::from("/srv")]
+        );
+        assert_eq!(oci.pids_limit, DEFAULT_PIDS_LIMIT);
+        let mut bad = with_oci.clone();
+        bad.push((CONTAINER_PIDS_LIMIT, "0"));
+        let err = ExecutorEnv::from_vars(vars(&bad)).unwrap_err();
+        assert!(err.to_string().contains(CONTAINER_PIDS_LIMIT), "{err}");
+        let mut no_runtime = base.to_vec();
+        no_runtime.push((DEFAULT_CONTAINERIZER, "oci"));
+        let err = ExecutorEnv::from_vars(vars(&no_runtime)).unwrap_err();
+        assert!(err.to_string().contains(OCI_RUNTIME), "{err}");
     }
 
     #[test]

@@ -1,22 +1,34 @@
-//! The built-in command executor, Agora's `mesos-executor`: a separate process per
-//! task (the `agora-executor` binary, or `agora executor`) that subscribes to its
-//! agent, runs the task's command and reports on it.
+//! The built-in executor, Agora's `mesos-executor` and Mesos' default executor in
+//! one: a separate process (the `agora-executor` binary, or `agora executor`) that
+//! subscribes to its agent and runs the tasks it is given — the one task of a
+//! LAUNCH (the command executor) or the tasks of a LAUNCH_GROUP (the default
+//! executor), all in the executor's sandbox.
 //!
-//! On LAUNCH it reports TASK_STARTING, starts the command in its own process group
-//! and reports TASK_RUNNING; when the command ends it reports TASK_FINISHED (exit 0)
-//! or TASK_FAILED with the exit code. On KILL it reports TASK_KILLING (if the
-//! framework understands it), sends SIGTERM to the group and SIGKILL after the grace
-//! period, and reports TASK_KILLED. Every update gets a fresh uuid and is kept until
-//! the agent acknowledges it: resent periodically and on re-subscription. When the
-//! agent goes away (it restarts) the executor keeps the task running and re-subscribes
-//! with backoff for up to the recovery timeout; after that it kills the task and
-//! exits. It exits once its terminal update is acknowledged.
+//! For each task it reports TASK_STARTING, starts the command in its own process
+//! group and reports TASK_RUNNING; when the command ends it reports TASK_FINISHED
+//! (exit 0) or TASK_FAILED with the exit code. On KILL it reports TASK_KILLING (if
+//! the framework understands it), sends SIGTERM to the group and SIGKILL after the
+//! grace period, and reports TASK_KILLED. The tasks of one group live and die
+//! together, as under Mesos' default executor: when one fails or is killed, the
+//! others are killed. A task with a health check gets a checker ([`health`]) whose
+//! changes are TASK_RUNNING updates with `healthy` set; when it spends its failure
+//! budget the task is killed and its TASK_KILLED carries healthy=false.
+//!
+//! Every update gets a fresh uuid and is kept until the agent acknowledges it:
+//! resent periodically and on re-subscription. When the agent goes away (it
+//! restarts) the executor keeps its tasks running and re-subscribes with backoff for
+//! up to the recovery timeout; after that it kills them and exits. It exits once
+//! every task's terminal update is acknowledged.
 //!
 //! - [`env`](mod@env): the variables the agent sets for executors.
-//! - `task_process`: starting, signalling and describing the task's process.
+//! - `tasks`: the per-task state and waiting for any task's process.
+//! - `health`: health checks (policy, probes).
+//! - `task_process`: starting, signalling and describing a task's process.
 
 pub mod env;
+mod health;
 mod task_process;
+mod tasks;
 
 use std::time::Duration;
 
@@ -26,12 +38,15 @@ use agora_proto::executor_api_client::ExecutorApiClient;
 use agora_proto::executor_event::Event;
 use agora_proto::task_status::{Reason, Source};
 use slog::{Logger, debug, error, info, warn};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 pub use env::{EnvError, ExecutorEnv};
+use health::{HealthChange, HealthPolicy, TaskProbe};
 use task_process::{TaskProcess, describe_exit};
+use tasks::{AbortOnDrop, LaunchedTask, TaskSet};
 
 /// First wait between subscription attempts; doubles up to [`SUBSCRIBE_BACKOFF_MAX`].
 const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -44,8 +59,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often unacknowledged updates are resent while subscribed.
 const RESEND_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Runs the command executor from the environment an agent set; returns the exit
-/// code for the process (0 after a delivered terminal update).
+/// Runs the executor from the environment an agent set; returns the exit code for
+/// the process (0 after every terminal update was delivered).
 pub async fn run_from_env(logger: Logger) -> i32 {
     match ExecutorEnv::from_env() {
         Ok(env) => run(env, logger).await,
@@ -56,14 +71,14 @@ pub async fn run_from_env(logger: Logger) -> i32 {
     }
 }
 
-/// Runs the command executor with an explicit environment (in-process harnesses).
+/// Runs the executor with an explicit environment (in-process harnesses).
 pub async fn run(env: ExecutorEnv, logger: Logger) -> i32 {
     CommandExecutor::new(env, logger).run().await
 }
 
 /// How one subscription ended.
 enum SessionEnd {
-    /// The terminal update was acknowledged (or nothing is left to do).
+    /// Every terminal update was acknowledged (or nothing is left to do).
     Finished,
     /// The event stream broke.
     Disconnected,
@@ -77,6 +92,17 @@ enum SubscribeError {
     Refused(String),
 }
 
+/// A health checker's report: the task it checks and the change.
+type HealthReport = (String, HealthChange);
+
+/// What the executor does next, as decided by the `select!` in its loops (handled
+/// after the select so that the handlers may borrow the executor freely).
+enum Wakeup {
+    Exited(String, std::io::Result<std::process::ExitStatus>),
+    Escalate,
+    Health(HealthReport),
+}
+
 struct CommandExecutor {
     /// What the agent told us (endpoint, ids, token, sandbox, timeouts).
     env: ExecutorEnv,
@@ -87,58 +113,54 @@ struct CommandExecutor {
     framework_info: Option<pb::FrameworkInfo>,
     /// From SUBSCRIBED; set on every update.
     agent_id: Option<pb::AgentId>,
-    /// The one task this executor runs, once launched.
-    task: Option<pb::TaskInfo>,
-    /// Its process while it runs.
-    process: Option<TaskProcess>,
+    /// Every task launched here.
+    tasks: TaskSet,
+    /// Number of the next launch (see [`LaunchedTask::group`]).
+    next_group: u32,
     /// Updates sent and not yet acknowledged, oldest first.
     unacked: Vec<pb::TaskStatus>,
-    /// A terminal update was produced; nothing follows it.
-    terminal_sent: bool,
-    /// A kill is in progress (SIGTERM sent).
-    killing: bool,
-    /// When SIGKILL follows the SIGTERM of a kill.
-    escalate_at: Option<Instant>,
     /// The agent asked us to shut down.
     shutting_down: bool,
+    /// Handed (cloned) to every health checker.
+    health_sender: mpsc::UnboundedSender<HealthReport>,
+    /// Changes of health from the checkers, in the order they happened.
+    health_receiver: mpsc::UnboundedReceiver<HealthReport>,
 }
 
 impl CommandExecutor {
     fn new(env: ExecutorEnv, logger: Logger) -> Self {
+        let (health_sender, health_receiver) = mpsc::unbounded_channel();
         Self {
             env,
             logger,
             client: None,
             framework_info: None,
             agent_id: None,
-            task: None,
-            process: None,
+            tasks: TaskSet::default(),
+            next_group: 0,
             unacked: Vec::new(),
-            terminal_sent: false,
-            killing: false,
-            escalate_at: None,
             shutting_down: false,
+            health_sender,
+            health_receiver,
         }
     }
 
     async fn run(mut self) -> i32 {
-        info!(self.logger, "command executor starting";
+        info!(self.logger, "executor starting";
             "executor_id" => &self.env.executor_id, "agent" => &self.env.agent_endpoint);
         let mut deadline = Instant::now() + self.env.recovery_timeout;
         loop {
             let events = match self.subscribe(deadline).await {
                 Ok(events) => events,
                 Err(reason) => {
-                    error!(self.logger, "giving up on the agent; killing the task"; "reason" => &reason);
-                    if let Some(process) = &self.process {
-                        process.signal(libc::SIGKILL);
-                    }
+                    error!(self.logger, "giving up on the agent; killing the tasks"; "reason" => &reason);
+                    self.tasks.signal_all(libc::SIGKILL);
                     return 1;
                 }
             };
             match self.serve(events).await {
                 SessionEnd::Finished => {
-                    info!(self.logger, "command executor done");
+                    info!(self.logger, "executor done");
                     return 0;
                 }
                 SessionEnd::Disconnected => {
@@ -151,17 +173,39 @@ impl CommandExecutor {
         }
     }
 
+    /// Every task's terminal update was acknowledged (with at least one task, or
+    /// after a shutdown).
     fn finished(&self) -> bool {
-        let terminal_delivered = self.terminal_sent
+        let delivered = self.tasks.all_terminal()
             && !self
                 .unacked
                 .iter()
                 .any(|s| agora_core::task_state::is_terminal_raw(s.state));
-        terminal_delivered || (self.shutting_down && self.task.is_none())
+        delivered && (!self.tasks.is_empty() || self.shutting_down)
+    }
+
+    /// Waits for the next thing the tasks need handled (a process ended, a kill
+    /// escalates, a health check changed).
+    async fn next_wakeup(&mut self) -> Wakeup {
+        let escalate_at = self.tasks.next_escalation();
+        tokio::select! {
+            (task_id, status) = self.tasks.wait_any() => Wakeup::Exited(task_id, status),
+            () = sleep_until(escalate_at) => Wakeup::Escalate,
+            Some(report) = self.health_receiver.recv() => Wakeup::Health(report),
+        }
+    }
+
+    async fn handle(&mut self, wakeup: Wakeup) {
+        match wakeup {
+            Wakeup::Exited(task_id, status) => self.task_exited(&task_id, status).await,
+            Wakeup::Escalate => self.escalate(),
+            Wakeup::Health((task_id, change)) => self.health_changed(&task_id, change).await,
+        }
     }
 
     /// Subscribes, retrying transient failures with backoff until `deadline`; the
-    /// task is watched meanwhile so its end is recorded even while disconnected.
+    /// tasks are watched meanwhile so their ends are recorded even while
+    /// disconnected.
     async fn subscribe(
         &mut self,
         deadline: Instant,
@@ -180,11 +224,11 @@ impl CommandExecutor {
                     let wake = (now + backoff).min(deadline);
                     backoff = (backoff * 2).min(SUBSCRIBE_BACKOFF_MAX);
                     loop {
-                        tokio::select! {
+                        let wakeup = tokio::select! {
                             () = tokio::time::sleep_until(wake) => break,
-                            status = wait_for(&mut self.process) => self.task_exited(status).await,
-                            () = sleep_until(self.escalate_at) => self.escalate(),
-                        }
+                            wakeup = self.next_wakeup() => wakeup,
+                        };
+                        self.handle(wakeup).await;
                     }
                 }
             }
@@ -213,7 +257,7 @@ impl CommandExecutor {
                 value: self.env.executor_id.clone(),
             }),
             token: self.env.token.clone(),
-            unacknowledged_tasks: self.task.iter().cloned().collect(),
+            unacknowledged_tasks: self.tasks.iter().map(|(_, t)| t.info.clone()).collect(),
             unacknowledged_updates: self.unacked.clone(),
         };
         let response = tokio::time::timeout(CALL_TIMEOUT, client.subscribe(request))
@@ -248,8 +292,7 @@ impl CommandExecutor {
                         return SessionEnd::Disconnected;
                     }
                 },
-                status = wait_for(&mut self.process) => self.task_exited(status).await,
-                () = sleep_until(self.escalate_at) => self.escalate(),
+                wakeup = self.next_wakeup() => self.handle(wakeup).await,
                 _ = resend.tick() => self.resend().await,
             }
         }
@@ -262,14 +305,26 @@ impl CommandExecutor {
                 self.agent_id = subscribed.agent_info.and_then(|a| a.id);
                 info!(self.logger, "subscribed to the agent");
             }
-            Some(Event::Launch(launch)) => self.launch(launch.task).await,
-            Some(Event::LaunchGroup(_)) => {
-                warn!(
-                    self.logger,
-                    "the command executor does not run task groups; ignoring LAUNCH_GROUP"
-                );
+            Some(Event::Launch(launch)) => match launch.task {
+                Some(task) => self.launch(vec![task], false).await,
+                None => warn!(self.logger, "ignoring a LAUNCH without a task"),
+            },
+            Some(Event::LaunchGroup(group)) => {
+                let tasks = group.task_group.map(|g| g.tasks).unwrap_or_default();
+                if tasks.is_empty() {
+                    warn!(self.logger, "ignoring a LAUNCH_GROUP without tasks");
+                } else {
+                    self.launch(tasks, true).await;
+                }
             }
-            Some(Event::Kill(kill)) => self.kill(kill.task_id, kill.kill_policy).await,
+            Some(Event::Kill(kill)) => match kill.task_id.map(|t| t.value) {
+                // An empty id means "every task" inside `kill`; a KILL naming no task
+                // must not be read that way.
+                Some(task_id) if !task_id.is_empty() => {
+                    self.kill(&task_id, kill.kill_policy, None).await
+                }
+                _ => warn!(self.logger, "ignoring a KILL that names no task"),
+            },
             Some(Event::Acknowledged(ack)) => {
                 self.unacked.retain(|s| s.uuid != ack.uuid);
             }
@@ -284,207 +339,357 @@ impl CommandExecutor {
         }
     }
 
-    async fn launch(&mut self, task: Option<pb::TaskInfo>) {
-        let Some(task) = task else {
-            warn!(self.logger, "ignoring a LAUNCH without a task");
-            return;
-        };
-        if let Some(current) = &self.task {
-            if current.task_id != task.task_id {
+    /// Launches `tasks`: the one task of a LAUNCH, or a group that starts whole or
+    /// not at all and then lives and dies together.
+    async fn launch(&mut self, tasks: Vec<pb::TaskInfo>, as_group: bool) {
+        if !as_group && !self.tasks.is_empty() {
+            let task_id = task_id_of(&tasks[0]);
+            if !self.tasks.contains(&task_id) {
                 warn!(self.logger, "the command executor runs one task; refusing another";
-                    "task_id" => task.task_id.map(|t| t.value));
+                    "task_id" => task_id);
             }
             return;
         }
-        let task_id = task
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
-        info!(self.logger, "launching task"; "task_id" => &task_id);
-        self.task = Some(task.clone());
+        let group = self.next_group;
+        self.next_group += 1;
+        let mut ids = Vec::new();
+        for task in tasks {
+            let task_id = task_id_of(&task);
+            if task_id.is_empty() || self.tasks.contains(&task_id) {
+                // Relaunched on re-subscription, or nameless: nothing to do.
+                continue;
+            }
+            info!(self.logger, "launching task"; "task_id" => &task_id, "group" => group);
+            self.tasks
+                .insert(task_id.clone(), LaunchedTask::new(task, group));
+            ids.push(task_id);
+        }
         if self.shutting_down {
-            self.send(
-                TaskState::TaskKilled,
-                Reason::Unspecified,
-                "killed before it started",
-                None,
-            )
-            .await;
+            for task_id in &ids {
+                let status = status(
+                    TaskState::TaskKilled,
+                    Reason::Unspecified,
+                    "killed before it started",
+                );
+                self.send(task_id, status).await;
+            }
             return;
         }
-        let Some(command) = &task.command else {
-            self.send(
-                TaskState::TaskFailed,
-                Reason::TaskInvalid,
-                "the task has no command",
-                None,
-            )
-            .await;
-            return;
-        };
-        self.send(TaskState::TaskStarting, Reason::Unspecified, "", None)
-            .await;
-        match TaskProcess::spawn(command, &task_id, self.env.sandbox.as_deref()) {
-            Ok(process) => {
-                self.process = Some(process);
-                self.send(TaskState::TaskRunning, Reason::Unspecified, "", None)
-                    .await;
+        // Every task is checked before any starts.
+        let mut problems = Vec::new();
+        for task_id in &ids {
+            if let Err(problem) = self.health_probe(task_id, None).map(drop) {
+                problems.push((task_id.clone(), problem));
+            } else if self
+                .tasks
+                .get(task_id)
+                .is_some_and(|t| t.info.command.is_none())
+            {
+                problems.push((task_id.clone(), "the task has no command".to_string()));
             }
-            Err((reason, message)) => {
-                warn!(self.logger, "cannot start the command"; "error" => &message);
-                self.send(TaskState::TaskFailed, reason, &message, None)
+        }
+        if let Some((first, _)) = problems.first() {
+            let cause = format!("not started: task '{first}' of its group is invalid");
+            for (task_id, problem) in &problems {
+                let status = status(TaskState::TaskFailed, Reason::TaskInvalid, problem);
+                self.send(task_id, status).await;
+            }
+            self.group_ended(group, &cause).await;
+            return;
+        }
+        for task_id in &ids {
+            if let Err((reason, message)) = self.start(task_id).await {
+                warn!(self.logger, "cannot start the command"; "task_id" => task_id, "error" => &message);
+                self.send(task_id, status(TaskState::TaskFailed, reason, &message))
                     .await;
+                let cause = format!("task '{task_id}' of its group could not be started");
+                self.group_ended(group, &cause).await;
+                return;
             }
         }
     }
 
-    async fn kill(&mut self, task_id: Option<pb::TaskId>, policy: Option<pb::KillPolicy>) {
-        let Some(task) = &self.task else {
-            return;
+    /// The task's health checker, if it has a health check (checked, not started).
+    /// COMMAND checks run as `checks` builds them (where the task runs), or as plain
+    /// processes like the task's command when `None`.
+    fn health_probe(
+        &self,
+        task_id: &str,
+        checks: Option<task_process::CheckCommands>,
+    ) -> Result<Option<(HealthPolicy, TaskProbe)>, String> {
+        let Some(task) = self.tasks.get(task_id) else {
+            return Ok(None);
         };
-        if task_id.is_some() && task_id != task.task_id {
-            warn!(
-                self.logger,
-                "ignoring a kill for a task this executor does not run"
-            );
+        let Some(check) = &task.info.health_check else {
+            return Ok(None);
+        };
+        let policy = HealthPolicy::from_proto(check)?;
+        let checks = checks.unwrap_or_else(|| task_process::CheckCommands::Process {
+            task: task.info.command.clone().unwrap_or_default(),
+            task_id: task_id.to_string(),
+            sandbox: self.env.sandbox.clone(),
+        });
+        let probe = TaskProbe::from_proto(check, move |check| checks.command(check))?;
+        Ok(Some((policy, probe)))
+    }
+
+    /// Starts one task's process (and its health checker) and reports it running.
+    async fn start(&mut self, task_id: &str) -> Result<(), (Reason, String)> {
+        let Some(info) = self
+            .tasks
+            .get(task_id)
+            .filter(|t| t.info.command.is_some())
+            .map(|t| t.info.clone())
+        else {
+            return Err((Reason::TaskInvalid, "the task has no command".into()));
+        };
+        // Checked before the task starts; rebuilt below to run where it runs.
+        let checker = self
+            .health_probe(task_id, None)
+            .map_err(|e| (Reason::TaskInvalid, e))?;
+        self.send(
+            task_id,
+            status(TaskState::TaskStarting, Reason::Unspecified, ""),
+        )
+        .await;
+        let process = TaskProcess::launch(&info, &self.env).await?;
+        let checker = match checker {
+            // Checked above already: the same check cannot fail now.
+            Some(_) => self
+                .health_probe(task_id, Some(process.check_commands()))
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let health = checker.map(|(policy, probe)| {
+            let sender = self.health_sender.clone();
+            let id = task_id.to_string();
+            AbortOnDrop(tokio::spawn(health::run_checker(
+                policy,
+                probe,
+                move |change| sender.send((id.clone(), change)).is_ok(),
+            )))
+        });
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.process = Some(process);
+            task.health = health;
+        }
+        self.send(
+            task_id,
+            status(TaskState::TaskRunning, Reason::Unspecified, ""),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Kills the live tasks of `group` because one of them ended (or could not
+    /// start): the group lives and dies together.
+    async fn group_ended(&mut self, group: u32, cause: &str) {
+        for task_id in self.tasks.live_in_group(group) {
+            self.kill(&task_id, None, Some(cause)).await;
+        }
+    }
+
+    /// Kills a task (every live task for an empty id): SIGTERM now, SIGKILL after
+    /// the grace period. `cause` says why when the executor kills it on its own.
+    async fn kill(&mut self, task_id: &str, policy: Option<pb::KillPolicy>, cause: Option<&str>) {
+        if task_id.is_empty() {
+            for task_id in self.tasks.live() {
+                Box::pin(self.kill(&task_id, policy, cause)).await;
+            }
             return;
         }
-        if self.terminal_sent {
+        let default_grace = self.env.default_kill_grace;
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            warn!(self.logger, "ignoring a kill for a task this executor does not run";
+                "task_id" => task_id);
+            return;
+        };
+        if task.terminal_sent {
             return;
         }
         let grace = policy
             .and_then(|p| p.grace_period_seconds)
             .or_else(|| {
-                task.kill_policy
+                task.info
+                    .kill_policy
                     .as_ref()
                     .and_then(|p| p.grace_period_seconds)
             })
             .filter(|g| g.is_finite() && *g >= 0.0 && *g <= agora_core::limits::MAX_TIMEOUT_SECONDS)
-            .map_or(self.env.default_kill_grace, Duration::from_secs_f64);
-        let Some(process) = &self.process else {
+            .map_or(default_grace, Duration::from_secs_f64);
+        if task.kill_cause.is_none() && !task.killing {
+            task.kill_cause = cause.map(str::to_string);
+        }
+        // A task being killed is not checked any more.
+        task.health = None;
+        let Some(process) = &task.process else {
+            let message = cause.unwrap_or("killed before it started").to_string();
             self.send(
-                TaskState::TaskKilled,
-                Reason::Unspecified,
-                "killed before it started",
-                None,
+                task_id,
+                status(TaskState::TaskKilled, Reason::Unspecified, &message),
             )
             .await;
             return;
         };
         let escalate_at = Instant::now() + grace;
-        if self.killing {
+        if task.killing {
             // A second kill may only shorten the grace.
-            self.escalate_at = self.escalate_at.map(|at| at.min(escalate_at));
+            task.escalate_at = task.escalate_at.map(|at| at.min(escalate_at));
             return;
         }
-        info!(self.logger, "killing the task"; "grace" => ?grace);
+        info!(self.logger, "killing the task"; "task_id" => task_id, "grace" => ?grace);
         process.signal(libc::SIGTERM);
-        self.killing = true;
-        self.escalate_at = Some(escalate_at);
+        task.killing = true;
+        task.escalate_at = Some(escalate_at);
         let killing_state = self.framework_info.as_ref().is_some_and(|f| {
             f.capabilities
                 .iter()
                 .any(|c| c.r#type == pb::framework_info::capability::Type::TaskKillingState as i32)
         });
         if killing_state {
-            self.send(TaskState::TaskKilling, Reason::Unspecified, "", None)
-                .await;
+            self.send(
+                task_id,
+                status(TaskState::TaskKilling, Reason::Unspecified, ""),
+            )
+            .await;
         }
     }
 
     async fn shutdown(&mut self, grace_seconds: f64) {
         info!(self.logger, "shutting down");
         self.shutting_down = true;
-        if self.task.is_some() {
-            let policy = pb::KillPolicy {
-                grace_period_seconds: Some(grace_seconds),
-            };
-            self.kill(None, Some(policy)).await;
+        let policy = pb::KillPolicy {
+            grace_period_seconds: Some(grace_seconds),
+        };
+        for task_id in self.tasks.live() {
+            self.kill(&task_id, Some(policy), None).await;
         }
     }
 
     fn escalate(&mut self) {
-        self.escalate_at = None;
-        if let Some(process) = &self.process {
-            warn!(
-                self.logger,
-                "the task outlived its kill grace period; sending SIGKILL"
-            );
-            process.signal(libc::SIGKILL);
+        for task_id in self.tasks.escalate_due(Instant::now()) {
+            warn!(self.logger, "the task outlived its kill grace period; sent SIGKILL";
+                "task_id" => task_id);
         }
     }
 
-    async fn task_exited(&mut self, status: std::io::Result<std::process::ExitStatus>) {
-        let Some(process) = self.process.take() else {
+    async fn task_exited(
+        &mut self,
+        task_id: &str,
+        exit: std::io::Result<std::process::ExitStatus>,
+    ) {
+        let Some(task) = self.tasks.get_mut(task_id) else {
             return;
         };
-        self.escalate_at = None;
-        let (exit_code, message) = match &status {
-            Ok(status) => describe_exit(status),
+        let Some(process) = task.process.take() else {
+            return;
+        };
+        task.escalate_at = None;
+        task.health = None;
+        let (exit_code, how) = match &exit {
+            Ok(exit) => describe_exit(exit),
             Err(e) => (None, format!("cannot wait for the command: {e}")),
         };
-        info!(self.logger, "task ended"; "how" => &message);
-        if self.killing {
+        info!(self.logger, "task ended"; "task_id" => task_id, "how" => &how);
+        let group = task.group;
+        let mut update = if task.killing {
             // Whatever else is left in its group goes too.
             process.signal(libc::SIGKILL);
-            self.send(
-                TaskState::TaskKilled,
-                Reason::Unspecified,
-                &message,
-                exit_code,
-            )
-            .await;
+            if let Some(finding) = &task.killed_by_health {
+                let mut update = status(
+                    TaskState::TaskKilled,
+                    Reason::TaskHealthCheckStatusUpdated,
+                    &format!("killed after failing its health check ({finding}); {how}"),
+                );
+                update.healthy = Some(false);
+                update
+            } else if let Some(cause) = &task.kill_cause {
+                status(
+                    TaskState::TaskKilled,
+                    Reason::Unspecified,
+                    &format!("{cause}; {how}"),
+                )
+            } else {
+                status(TaskState::TaskKilled, Reason::Unspecified, &how)
+            }
         } else if exit_code == Some(0) {
-            self.send(
-                TaskState::TaskFinished,
-                Reason::Unspecified,
-                &message,
-                exit_code,
-            )
-            .await;
-        } else {
-            self.send(
+            status(TaskState::TaskFinished, Reason::Unspecified, &how)
+        } else if let Some((reason, limitation)) = process.limitation() {
+            status(
                 TaskState::TaskFailed,
-                Reason::Unspecified,
-                &message,
-                exit_code,
+                reason,
+                &format!("{limitation}; {how}"),
             )
-            .await;
+        } else {
+            status(TaskState::TaskFailed, Reason::Unspecified, &how)
+        };
+        update.exit_code = exit_code;
+        let state = update.state();
+        self.send(task_id, update).await;
+        if state != TaskState::TaskFinished {
+            let cause = format!(
+                "killed because task '{task_id}' of its group ended {}",
+                state.as_str_name()
+            );
+            self.group_ended(group, &cause).await;
         }
     }
 
-    /// Creates an update for the task, keeps it until acknowledged and sends it.
-    async fn send(
-        &mut self,
-        state: TaskState,
-        reason: Reason,
-        message: &str,
-        exit_code: Option<i32>,
-    ) {
-        let Some(task) = &self.task else {
+    /// A health checker saw a change: the framework hears it in a TASK_RUNNING, and
+    /// a spent failure budget kills the task.
+    async fn health_changed(&mut self, task_id: &str, change: HealthChange) {
+        let Some(task) = self.tasks.get(task_id) else {
             return;
         };
-        if self.terminal_sent {
+        if task.terminal_sent || task.killing || task.process.is_none() {
             return;
         }
-        let status = pb::TaskStatus {
-            task_id: task.task_id.clone(),
-            state: state as i32,
-            message: crate::actor::truncate(message, agora_core::limits::MAX_STATUS_MESSAGE_BYTES),
-            source: Source::Executor as i32,
-            reason: reason as i32,
-            agent_id: self.agent_id.clone(),
-            executor_id: Some(pb::ExecutorId {
-                value: self.env.executor_id.clone(),
-            }),
-            timestamp: agora_core::time::now_secs(),
-            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
-            exit_code,
-            ..Default::default()
+        info!(self.logger, "task health changed"; "task_id" => task_id,
+            "healthy" => change.healthy, "consecutive_failures" => change.consecutive_failures);
+        // Only a change is news: the kill that follows failures already reported
+        // unhealthy shows in the terminal update.
+        if task.healthy != Some(change.healthy) {
+            if let Some(task) = self.tasks.get_mut(task_id) {
+                task.healthy = Some(change.healthy);
+            }
+            let mut update = status(
+                TaskState::TaskRunning,
+                Reason::TaskHealthCheckStatusUpdated,
+                &change.message,
+            );
+            update.healthy = Some(change.healthy);
+            self.send(task_id, update).await;
+        }
+        if change.kill {
+            if let Some(task) = self.tasks.get_mut(task_id) {
+                task.killed_by_health = Some(change.message);
+            }
+            warn!(self.logger, "killing the task: its health check failed too often"; "task_id" => task_id);
+            self.kill(task_id, None, None).await;
+        }
+    }
+
+    /// Completes an update of `task_id` (ids, uuid, time), keeps it until
+    /// acknowledged and sends it. Nothing follows a task's terminal update.
+    async fn send(&mut self, task_id: &str, mut status: pb::TaskStatus) {
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return;
         };
-        debug!(self.logger, "status update"; "state" => state.as_str_name());
-        self.terminal_sent = agora_core::task_state::is_terminal(state);
+        if task.terminal_sent {
+            return;
+        }
+        status.task_id = task.info.task_id.clone();
+        status.source = Source::Executor as i32;
+        status.agent_id = self.agent_id.clone();
+        status.executor_id = Some(pb::ExecutorId {
+            value: self.env.executor_id.clone(),
+        });
+        status.timestamp = agora_core::time::now_secs();
+        status.uuid = uuid::Uuid::new_v4().as_bytes().to_vec();
+        debug!(self.logger, "status update"; "task_id" => task_id,
+            "state" => agora_core::task_state::short_name(status.state));
+        task.terminal_sent = agora_core::task_state::is_terminal_raw(status.state);
         self.unacked.push(status.clone());
         self.transmit(status).await;
     }
@@ -524,20 +729,30 @@ impl CommandExecutor {
     }
 }
 
+/// The parts of an update the executor decides; [`CommandExecutor::send`] fills in
+/// the rest.
+fn status(state: TaskState, reason: Reason, message: &str) -> pb::TaskStatus {
+    pb::TaskStatus {
+        state: state as i32,
+        reason: reason as i32,
+        message: crate::actor::truncate(message, agora_core::limits::MAX_STATUS_MESSAGE_BYTES),
+        ..Default::default()
+    }
+}
+
+fn task_id_of(task: &pb::TaskInfo) -> String {
+    task.task_id
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_default()
+}
+
 /// Errors that retrying cannot fix.
 fn is_permanent(code: Code) -> bool {
     matches!(
         code,
         Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied
     )
-}
-
-/// The task's exit, or never when there is no running task.
-async fn wait_for(process: &mut Option<TaskProcess>) -> std::io::Result<std::process::ExitStatus> {
-    match process {
-        Some(process) => process.wait().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -2,11 +2,12 @@
 //!
 //! The agent decides *what* runs (an executor command, its environment, its sandbox)
 //! and a containerizer decides *how*: [`process::ProcessContainerizer`] runs it as a
-//! plain process in its own session; an OCI containerizer (later) will wrap the same
-//! [`LaunchSpec`] in a bundle for runc, which is why the spec carries the task's
-//! `ContainerInfo` and resources. Methods return boxed futures so the agent can hold
+//! plain process in its own session; [`oci::OciContainerizer`] starts executors the
+//! same way and lets them run their tasks as OCI runtime containers (the spec
+//! carries the task's `ContainerInfo` and resources for that). Methods return boxed futures so the agent can hold
 //! any containerizer as `Arc<dyn Containerizer>` (tests inject fakes the same way).
 
+pub mod oci;
 pub mod process;
 mod spawn;
 

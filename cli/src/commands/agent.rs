@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agora_agent::{Agent, AgentConfig};
+use agora_agent::{Agent, AgentConfig, RecoverMode};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
@@ -83,9 +83,79 @@ pub struct AgentArgs {
     /// SIGTERM→SIGKILL grace when a task names none.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// What to do with executors a previous agent process on this work dir left
+    /// running: 'reconnect' reattaches to them; 'cleanup' shuts them down (their
+    /// tasks end KILLED), e.g. before an incompatible upgrade.
+    #[arg(long, default_value = "reconnect", value_parser = parse_recover_mode)]
+    pub recover: RecoverMode,
+    /// Containerizers, comma-separated: 'process', 'oci'. The first runs tasks that
+    /// name no image; with 'oci', tasks may name an image and run as containers.
+    #[arg(long, default_value = "process", value_delimiter = ',')]
+    pub containerizers: Vec<String>,
+    /// The OCI runtime binary (runc, crun, youki): a path, or a name looked up on PATH.
+    #[arg(long, default_value = "runc")]
+    pub oci_runtime: PathBuf,
+    /// The image store tasks' images are resolved from (`agora image import`).
+    #[arg(long, default_value = agora_agent::config::DEFAULT_IMAGE_STORE)]
+    pub image_store: PathBuf,
+    /// Host directories task volumes may be taken from, comma-separated (default:
+    /// none, so host volumes are refused; the sandbox is always allowed).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_volume_paths: Vec<PathBuf>,
+    /// Most processes (and threads) a container may have.
+    #[arg(long, default_value_t = agora_agent::command_executor::env::DEFAULT_PIDS_LIMIT)]
+    pub container_pids_limit: u64,
+    /// Largest a task's stdout or stderr file grows before it is rotated: bytes, or
+    /// with a unit (10MB = 10 MiB; B, KB, MB, GB).
+    #[arg(long, default_value = "10MB", value_parser = parse_bytes)]
+    pub container_log_max_size: u64,
+    /// Rotated stdout/stderr files kept per task (stdout.1 .. stdout.N).
+    #[arg(long, default_value_t = agora_agent::sandbox::rotation::DEFAULT_MAX_FILES)]
+    pub container_log_max_files: u32,
+    /// How long the sandbox of a finished executor is kept on an empty disk; less as
+    /// the disk fills (see --gc-disk-headroom).
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    pub gc_delay: Duration,
+    /// How often the work dir's disk is measured and old sandboxes removed.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub disk_watch_interval: Duration,
+    /// Fraction of the disk to keep free: sandboxes older than
+    /// gc-delay * max(0, 1 - headroom - disk usage) are removed.
+    #[arg(long, default_value_t = 0.1)]
+    pub gc_disk_headroom: f64,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// Parses `1048576`, `512KB`, `10MB`, `1GB` (units of 1024, as Mesos' byte flags).
+pub fn parse_bytes(input: &str) -> Result<u64, String> {
+    let input = input.trim();
+    let split = input
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("'{input}' is not a size (try 10MB, 512KB or a number of bytes)"))?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{input}': unknown unit '{other}' (use B, KB, MB or GB)"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("'{input}' is too large"))
+}
+
+fn parse_recover_mode(text: &str) -> Result<RecoverMode, String> {
+    text.parse()
 }
 
 /// The command that starts the built-in command executor: this same binary.
@@ -115,6 +185,31 @@ pub fn config(args: &AgentArgs, logger: slog::Logger) -> anyhow::Result<AgentCon
     config.status_update_retry_max = args.status_update_retry_max;
     config.executor_registration_timeout = args.executor_registration_timeout;
     config.default_kill_grace = args.kill_grace;
+    config.container_log = agora_agent::sandbox::RotationPolicy::new(
+        args.container_log_max_size,
+        args.container_log_max_files,
+    )
+    .map_err(|e| anyhow::anyhow!("--container-log-max-size/--container-log-max-files: {e}"))?;
+    config.gc = agora_agent::gc::GcSettings {
+        policy: agora_agent::gc::GcPolicy {
+            delay: args.gc_delay,
+            disk_headroom: args.gc_disk_headroom,
+        },
+        interval: args.disk_watch_interval,
+    };
+    config
+        .gc
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--gc-disk-headroom/--disk-watch-interval: {e}"))?;
+    config.containerizers = args.containerizers.clone();
+    config.oci_runtime = args.oci_runtime.clone();
+    config.image_store = args.image_store.clone();
+    config.allowed_volume_paths = args.allowed_volume_paths.clone();
+    config.container_pids_limit = args.container_pids_limit;
+    config
+        .apply_containerizers()
+        .context("cannot set up the containerizers")?;
+    config.recover = args.recover;
     Ok(config)
 }
 
@@ -136,4 +231,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
          fix the disk and start it again to recover"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("1KB"), Ok(1024));
+        assert_eq!(parse_bytes("10MB"), Ok(10 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert!(parse_bytes("ten").is_err());
+        assert!(parse_bytes("5PB").is_err());
+        assert!(parse_bytes("99999999999999GB").is_err());
+    }
 }

@@ -320,6 +320,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
 
     let executor_command = super::agent::executor_command()?;
+    let data_dir_images = std::path::absolute(args.data_dir.join("images"))
+        .context("cannot resolve the image store directory")?;
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let port = if args.agent_port == 0 {
@@ -344,6 +346,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         config.advertise_ip = args.ip.to_string();
         config.resources = args.agent_resources.clone();
+        // One image store for every agent, so one import serves them all; the oci
+        // containerizer where a runtime is installed and containers can be made (root).
+        config.image_store = data_dir_images.clone();
+        if agora_agent::oci::runtime::running_as_root()
+            && agora_agent::oci::runtime::resolve_binary(&config.oci_runtime).is_ok()
+        {
+            config.containerizers = vec!["process".into(), "oci".into()];
+        }
+        config
+            .apply_containerizers()
+            .context("cannot set up the containerizers")?;
         config.attributes = format!("agent:{}", i + 1);
         agents.push(Agent::start(config, listener).await?);
     }

@@ -6,6 +6,8 @@ pub mod agents;
 pub mod dev;
 pub mod executor;
 pub mod frameworks;
+pub mod image;
+pub mod logs;
 pub mod master;
 pub mod master_group;
 pub mod quota;

@@ -20,8 +20,10 @@ use super::frameworks::refuse_duration;
 
 /// One operation of an ACCEPT, in the order given.
 enum Step {
-    /// A task, and whether it came in a task group.
-    Launch(Box<pb::TaskInfo>, bool),
+    /// A task of a LAUNCH.
+    Launch(Box<pb::TaskInfo>),
+    /// The executor and tasks of a LAUNCH_GROUP.
+    LaunchGroup(Box<pb::ExecutorInfo>, Vec<pb::TaskInfo>),
     Reserve(Vec<pb::Resource>),
     Unreserve(Vec<pb::Resource>),
 }
@@ -66,7 +68,7 @@ impl MasterCore {
                         launch
                             .task_infos
                             .iter()
-                            .map(|t| Step::Launch(Box::new(t.clone()), false)),
+                            .map(|t| Step::Launch(Box::new(t.clone()))),
                     );
                 }
                 Some(Op::LaunchGroup(group)) => {
@@ -81,11 +83,10 @@ impl MasterCore {
                         limits::MAX_TASK_GROUP,
                     )
                     .map_err(invalid)?;
-                    steps.extend(
-                        group_tasks
-                            .iter()
-                            .map(|t| Step::Launch(Box::new(t.clone()), true)),
-                    );
+                    steps.push(Step::LaunchGroup(
+                        Box::new(group.executor.clone().unwrap_or_default()),
+                        group_tasks.to_vec(),
+                    ));
                 }
                 Some(Op::Reserve(reserve)) => {
                     limits::count(
@@ -126,9 +127,10 @@ impl MasterCore {
             }
             self.metrics.invalid_calls.inc();
             let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
-            let tasks = steps.into_iter().filter_map(|step| match step {
-                Step::Launch(task, _) => Some(*task),
-                Step::Reserve(_) | Step::Unreserve(_) => None,
+            let tasks = steps.into_iter().flat_map(|step| match step {
+                Step::Launch(task) => vec![*task],
+                Step::LaunchGroup(_, tasks) => tasks,
+                Step::Reserve(_) | Step::Unreserve(_) => Vec::new(),
             });
             for task in tasks {
                 let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
@@ -156,8 +158,20 @@ impl MasterCore {
         }
         let mut launched = HashSet::new();
         for step in steps {
-            let (task, in_group) = match step {
-                Step::Launch(task, in_group) => (*task, in_group),
+            let task = match step {
+                Step::Launch(task) => *task,
+                Step::LaunchGroup(executor, tasks) => {
+                    self.launch_group(
+                        framework_id,
+                        &agent_id,
+                        &offer_role,
+                        *executor,
+                        tasks,
+                        &mut remaining,
+                        &mut launched,
+                    );
+                    continue;
+                }
                 Step::Reserve(resources) => {
                     let done = self.reserve(
                         framework_id,
@@ -175,17 +189,6 @@ impl MasterCore {
                     continue;
                 }
             };
-            if in_group {
-                let task_id = task.task_id.map(|t| t.value).unwrap_or_default();
-                self.task_error(
-                    framework_id,
-                    &task_id,
-                    &agent_id,
-                    Reason::TaskGroupInvalid,
-                    "task groups (LAUNCH_GROUP) are not supported by this master yet".into(),
-                );
-                continue;
-            }
             self.launch_task(
                 framework_id,
                 &agent_id,
@@ -273,97 +276,228 @@ impl MasterCore {
         launched: &mut HashSet<String>,
     ) {
         let task_id = id_of(&task.task_id);
-        if let Err(e) = limits::task_info(&task) {
-            self.task_error(
-                framework_id,
-                &task_id,
-                agent_id,
-                Reason::TaskInvalid,
-                e.to_string(),
-            );
+        let resources = match self.check_task(framework_id, agent_id, &task, remaining, launched) {
+            Ok(resources) => resources,
+            Err(problem) => {
+                self.task_error(
+                    framework_id,
+                    &task_id,
+                    agent_id,
+                    Reason::TaskInvalid,
+                    problem,
+                );
+                return;
+            }
+        };
+        task.agent_id = Some(pb::AgentId {
+            value: agent_id.to_string(),
+        });
+        self.record_launch(framework_id, agent_id, offer_role, &task, resources);
+        let framework_info = self.frameworks.get(framework_id).map(|f| f.info.clone());
+        let sent = self.send_to_agent(
+            agent_id,
+            pb::master_message::Message::RunTask(pb::master_message::RunTask {
+                framework_info,
+                task: Some(task),
+            }),
+        );
+        if !sent {
+            self.launch_not_delivered(framework_id, agent_id, &[task_id]);
+        }
+    }
+
+    /// Validates a task group as a whole (Mesos: one invalid task makes every task
+    /// of the group TASK_ERROR with REASON_TASK_GROUP_INVALID) and launches it on
+    /// the agent's default executor. The executor's resources must fit too; they
+    /// are charged with the group's first task.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_group(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        offer_role: &str,
+        mut executor: pb::ExecutorInfo,
+        mut tasks: Vec<pb::TaskInfo>,
+        remaining: &mut Resources,
+        launched: &mut HashSet<String>,
+    ) {
+        let mut trial_remaining = remaining.clone();
+        let mut trial_launched = launched.clone();
+        let mut charged = Vec::with_capacity(tasks.len());
+        let checked = self
+            .check_group_executor(framework_id, &executor, &tasks, &mut trial_remaining)
+            .and_then(|executor_resources| {
+                for task in &tasks {
+                    let resources = self
+                        .check_task(
+                            framework_id,
+                            agent_id,
+                            task,
+                            &mut trial_remaining,
+                            &mut trial_launched,
+                        )
+                        .map_err(|problem| format!("task '{}': {problem}", id_of(&task.task_id)))?;
+                    charged.push(resources);
+                }
+                if let Some(first) = charged.first_mut() {
+                    first.add(&executor_resources);
+                }
+                Ok(())
+            });
+        if let Err(problem) = checked {
+            for task in &tasks {
+                self.task_error(
+                    framework_id,
+                    &id_of(&task.task_id),
+                    agent_id,
+                    Reason::TaskGroupInvalid,
+                    format!("invalid task group: {problem}"),
+                );
+            }
             return;
         }
+        *remaining = trial_remaining;
+        *launched = trial_launched;
+        executor.r#type = pb::executor_info::Type::Default as i32;
+        executor.framework_id = Some(pb::FrameworkId {
+            value: framework_id.to_string(),
+        });
+        for (task, resources) in tasks.iter_mut().zip(charged) {
+            task.agent_id = Some(pb::AgentId {
+                value: agent_id.to_string(),
+            });
+            self.record_launch(framework_id, agent_id, offer_role, task, resources);
+        }
+        let task_ids: Vec<String> = tasks.iter().map(|t| id_of(&t.task_id)).collect();
+        let framework_info = self.frameworks.get(framework_id).map(|f| f.info.clone());
+        let sent = self.send_to_agent(
+            agent_id,
+            pb::master_message::Message::RunTaskGroup(pb::master_message::RunTaskGroup {
+                framework_info,
+                executor: Some(executor),
+                task_group: Some(pb::TaskGroupInfo { tasks }),
+            }),
+        );
+        if !sent {
+            self.launch_not_delivered(framework_id, agent_id, &task_ids);
+        }
+    }
+
+    /// The executor of a task group: a DEFAULT executor with an id, no command (it
+    /// is the agent's own) and resources that fit; returns those resources.
+    fn check_group_executor(
+        &self,
+        framework_id: &str,
+        executor: &pb::ExecutorInfo,
+        tasks: &[pb::TaskInfo],
+        remaining: &mut Resources,
+    ) -> Result<Resources, String> {
+        if tasks.is_empty() {
+            return Err("it has no tasks".into());
+        }
+        limits::id(
+            "executor.executor_id",
+            executor.executor_id.as_ref().map(|e| e.value.as_str()),
+        )
+        .map_err(|e| e.to_string())?;
+        match pb::executor_info::Type::try_from(executor.r#type) {
+            Ok(pb::executor_info::Type::Default | pb::executor_info::Type::Unknown) => {}
+            _ => return Err("executor.type must be DEFAULT for a task group".into()),
+        }
+        if executor.command.is_some() {
+            return Err(
+                "the default executor is the agent's own; leave executor.command unset".into(),
+            );
+        }
+        if let Some(named) = &executor.framework_id
+            && named.value != framework_id
+        {
+            return Err(format!(
+                "executor.framework_id '{}' is not this framework",
+                named.value
+            ));
+        }
+        if let Some(task) = tasks.iter().find(|t| t.executor.is_some()) {
+            return Err(format!(
+                "task '{}' names an executor; the tasks of a group run under the group's executor",
+                id_of(&task.task_id)
+            ));
+        }
+        limits::count(
+            "executor.resources",
+            executor.resources.len(),
+            limits::MAX_RESOURCES,
+        )
+        .map_err(|e| e.to_string())?;
+        let resources = Resources::from_proto(&executor.resources)
+            .map_err(|e| format!("executor.resources: {e}"))?;
+        remaining.checked_sub(&resources).map_err(|e| {
+            format!("the executor uses more resources than offered ({e}): it asks for {resources}, the offers have {remaining} left")
+        })?;
+        Ok(resources)
+    }
+
+    /// Checks one task against what is left of the offers; on success takes its
+    /// resources from `remaining` and its id into `launched`, and returns them.
+    fn check_task(
+        &self,
+        framework_id: &str,
+        agent_id: &str,
+        task: &pb::TaskInfo,
+        remaining: &mut Resources,
+        launched: &mut HashSet<String>,
+    ) -> Result<Resources, String> {
+        let task_id = id_of(&task.task_id);
+        limits::task_info(task).map_err(|e| e.to_string())?;
         let existing = self
             .frameworks
             .get(framework_id)
             .and_then(|f| f.tasks.get(&task_id))
             .map(|t| t.state);
         if launched.contains(&task_id) || existing.is_some_and(|s| !is_terminal(s)) {
-            self.task_error(
-                framework_id,
-                &task_id,
-                agent_id,
-                Reason::TaskInvalid,
-                format!("task id '{task_id}' is already used by a live task of this framework"),
-            );
-            return;
+            return Err(format!(
+                "task id '{task_id}' is already used by a live task of this framework"
+            ));
         }
         if existing.is_some() {
             // The agent still holds the old task until its end is acknowledged; a new
             // launch under the same id would be confused with it.
-            self.task_error(
-                framework_id,
-                &task_id,
-                agent_id,
-                Reason::TaskInvalid,
-                format!(
-                    "task id '{task_id}' ended but its terminal update is not acknowledged yet; \
-                     acknowledge it (or reconcile) before reusing the id"
-                ),
-            );
-            return;
+            return Err(format!(
+                "task id '{task_id}' ended but its terminal update is not acknowledged yet; \
+                 acknowledge it (or reconcile) before reusing the id"
+            ));
         }
         if let Some(given) = task.agent_id.as_ref().map(|a| a.value.as_str())
             && !given.is_empty()
             && given != agent_id
         {
-            self.task_error(
-                framework_id,
-                &task_id,
-                agent_id,
-                Reason::TaskInvalid,
-                format!("task names agent '{given}' but the offer is of agent '{agent_id}'"),
-            );
-            return;
+            return Err(format!(
+                "task names agent '{given}' but the offer is of agent '{agent_id}'"
+            ));
         }
         let resources = match Resources::from_proto(&task.resources) {
-            Ok(r) if r.is_empty() => {
-                self.task_error(
-                    framework_id,
-                    &task_id,
-                    agent_id,
-                    Reason::TaskInvalid,
-                    "a task must use some resources".into(),
-                );
-                return;
-            }
+            Ok(r) if r.is_empty() => return Err("a task must use some resources".into()),
             Ok(r) => r,
-            Err(e) => {
-                self.task_error(
-                    framework_id,
-                    &task_id,
-                    agent_id,
-                    Reason::TaskInvalid,
-                    format!("task_info.resources: {e}"),
-                );
-                return;
-            }
+            Err(e) => return Err(format!("task_info.resources: {e}")),
         };
         if let Err(e) = remaining.checked_sub(&resources) {
-            self.task_error(
-                framework_id,
-                &task_id,
-                agent_id,
-                Reason::TaskInvalid,
-                format!("task uses more resources than offered ({e}): it asks for {resources}, the offers have {remaining} left"),
-            );
-            return;
+            return Err(format!(
+                "task uses more resources than offered ({e}): it asks for {resources}, the offers have {remaining} left"
+            ));
         }
-        task.agent_id = Some(pb::AgentId {
-            value: agent_id.to_string(),
-        });
-        launched.insert(task_id.clone());
-        let framework_info = self.frameworks.get(framework_id).map(|f| f.info.clone());
+        launched.insert(task_id);
+        Ok(resources)
+    }
+
+    /// Records a checked task as launched (TASK_STAGING), charging `resources`.
+    fn record_launch(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        offer_role: &str,
+        task: &pb::TaskInfo,
+        resources: Resources,
+    ) {
         self.insert_task(TaskEntry {
             info: task.clone(),
             framework_id: framework_id.to_string(),
@@ -375,17 +509,14 @@ impl MasterCore {
             terminal_uuid: None,
         });
         self.metrics.tasks_launched.inc();
-        let sent = self.send_to_agent(
-            agent_id,
-            pb::master_message::Message::RunTask(pb::master_message::RunTask {
-                framework_info,
-                task: Some(task),
-            }),
-        );
-        if !sent {
-            let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
+    }
+
+    /// The launch of `task_ids` could not be sent: the agent disconnected.
+    fn launch_not_delivered(&mut self, framework_id: &str, agent_id: &str, task_ids: &[String]) {
+        let state = self.visible_state(framework_id, pb::TaskState::TaskDropped);
+        for task_id in task_ids {
             let status = master_status(
-                &task_id,
+                task_id,
                 agent_id,
                 state,
                 Reason::AgentDisconnected,
