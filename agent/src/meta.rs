@@ -9,6 +9,7 @@
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/forked.pid      ForkedPid
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/tasks/<tid>/task.info     TaskInfo
 //! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/tasks/<tid>/task.updates  UpdateRecord log
+//! work_dir/meta/frameworks/<fid>/executors/<eid>/runs/<run>/tasks/<tid>/task.group    its group's id (text)
 //! work_dir/meta/staging/                                   files being written (emptied at start)
 //! work_dir/frameworks/<fid>/executors/<eid>/runs/<run>/{stdout,stderr}   the sandbox
 //! ```
@@ -23,6 +24,9 @@ pub const EXECUTOR_INFO_FILE: &str = "executor.info";
 pub const FORKED_PID_FILE: &str = "forked.pid";
 pub const TASK_INFO_FILE: &str = "task.info";
 pub const TASK_UPDATES_FILE: &str = "task.updates";
+/// The id of the task group a task was launched in (the group's first task id);
+/// absent for a task launched alone.
+pub const TASK_GROUP_FILE: &str = "task.group";
 
 /// Everything the agent needs to reattach to an executor after a restart.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -115,13 +119,7 @@ pub fn sandbox_dir(
     executor_id: &str,
     run_id: &str,
 ) -> PathBuf {
-    work_dir
-        .join("frameworks")
-        .join(framework_id)
-        .join("executors")
-        .join(executor_id)
-        .join("runs")
-        .join(run_id)
+    crate::sandbox::executor_runs_dir(work_dir, framework_id, executor_id).join(run_id)
 }
 
 /// Reads a protobuf message checkpointed whole (see `journal`).

@@ -258,11 +258,8 @@ async fn after_the_master_drops_the_stream_the_agent_reregisters_with_its_runnin
 async fn a_restarted_agent_keeps_its_id_and_reattaches_to_its_executor() {
     let dir = TempDir::new("restart");
     let mut master = FakeMaster::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .unwrap();
+    let agent = start_agent(config(master.addr, dir.path())).await;
+    let addr = agent.local_addr();
     let mut link = master.attach().await;
     link.accept("agent-9", 30.0).await;
     link.run_task(framework("fw"), shell_task("survivor", "sleep 100"))
@@ -272,10 +269,7 @@ async fn a_restarted_agent_keeps_its_id_and_reattaches_to_its_executor() {
     drop(link);
 
     // Same work dir, same port: the executor (still running) finds the new agent.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .unwrap();
+    let agent = restart_agent(addr, config(master.addr, dir.path())).await;
     assert_eq!(
         agent.agent_id().as_deref(),
         Some("agent-9"),
@@ -690,11 +684,8 @@ async fn a_kill_waiting_for_a_recovered_executor_keeps_its_grace_period() {
     let mut config = config(master.addr, dir.path());
     // Far beyond the test's patience: only the kill's own grace period ends the task.
     config.default_kill_grace = Duration::from_secs(600);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = agora_agent::Agent::start(config.clone(), listener)
-        .await
-        .unwrap();
+    let agent = start_agent(config.clone()).await;
+    let addr = agent.local_addr();
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
     // Prints its session: the executor's pid (it leads the session).
@@ -722,8 +713,7 @@ async fn a_kill_waiting_for_a_recovered_executor_keeps_its_grace_period() {
     // Frozen, the executor cannot re-subscribe before the restarted agent has the kill.
     // SAFETY: kill only sends a signal, to the executor this test started.
     assert_eq!(unsafe { libc::kill(executor, libc::SIGSTOP) }, 0);
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let agent = agora_agent::Agent::start(config, listener).await.unwrap();
+    let agent = restart_agent(addr, config).await;
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
     link.kill_task("fw", "stubborn", Some(0.3)).await;

@@ -126,11 +126,8 @@ fn find_files(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
 async fn a_corrupt_task_checkpoint_is_skipped_and_the_task_still_ends_visibly() {
     let dir = TempDir::new("corrupt");
     let mut master = FakeMaster::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .unwrap();
+    let agent = start_agent(config(master.addr, dir.path())).await;
+    let addr = agent.local_addr();
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
     link.run_task(framework("fw"), shell_task("damaged", "sleep 100"))
@@ -150,10 +147,7 @@ async fn a_corrupt_task_checkpoint_is_skipped_and_the_task_still_ends_visibly() 
     std::fs::write(&damaged[0], b"\xff\xfe not a protobuf \x00\x01").unwrap();
 
     // The restarted agent starts despite the damage and reports what it still knows.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .expect("a damaged checkpoint does not keep the agent down");
+    let agent = restart_agent(addr, config(master.addr, dir.path())).await;
     let mut link = master.attach().await;
     let FromAgent::Reregister(reregister) = link.accept("agent-1", 30.0).await else {
         panic!("the restarted agent re-registers");

@@ -7,28 +7,8 @@ use std::collections::BTreeMap;
 
 use agora_proto as pb;
 use agora_proto::agent_message::Message as FromAgent;
-use agora_proto::master_message::Message as ToAgent;
 use agora_proto::task_status::Reason;
 use common::*;
-
-fn group_executor(executor_id: &str) -> pb::ExecutorInfo {
-    pb::ExecutorInfo {
-        r#type: pb::executor_info::Type::Default as i32,
-        executor_id: Some(pb::ExecutorId {
-            value: executor_id.into(),
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_group(link: &Attach, executor: pb::ExecutorInfo, tasks: Vec<pb::TaskInfo>) {
-    link.send(ToAgent::RunTaskGroup(pb::master_message::RunTaskGroup {
-        framework_info: Some(framework("fw")),
-        executor: Some(executor),
-        task_group: Some(pb::TaskGroupInfo { tasks }),
-    }))
-    .await;
-}
 
 /// Acknowledges every update until each of `task_ids` had a terminal one; returns
 /// every update by task, in order.
@@ -71,8 +51,8 @@ async fn a_failing_task_takes_its_group_down_and_the_group_shares_a_sandbox() {
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
     // The failing task waits for the other to have written into the shared sandbox.
-    run_group(
-        &link,
+    link.run_task_group(
+        framework("fw"),
         group_executor("pod"),
         vec![
             shell_task(
@@ -128,8 +108,8 @@ async fn a_group_of_finishing_tasks_finishes_and_its_executor_exits() {
     let agent = start_agent(config(master.addr, dir.path())).await;
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
-    run_group(
-        &link,
+    link.run_task_group(
+        framework("fw"),
         group_executor("batch"),
         vec![shell_task("a", "true"), shell_task("b", "echo b")],
     )
@@ -155,8 +135,8 @@ async fn killing_one_task_of_a_group_kills_the_group() {
     let agent = start_agent(config(master.addr, dir.path())).await;
     let mut link = master.attach().await;
     link.accept("agent-1", 30.0).await;
-    run_group(
-        &link,
+    link.run_task_group(
+        framework("fw"),
         group_executor("pair"),
         vec![
             shell_task("left", "sleep 600"),
@@ -194,8 +174,8 @@ async fn an_invalid_group_is_refused_whole() {
     let mut bad = shell_task("bad", "true");
     bad.executor = Some(group_executor("other"));
     bad.command = None;
-    run_group(
-        &link,
+    link.run_task_group(
+        framework("fw"),
         group_executor("g"),
         vec![shell_task("fine", "true"), bad],
     )
@@ -232,15 +212,12 @@ async fn an_invalid_group_is_refused_whole() {
 async fn a_restarted_agent_reattaches_to_a_task_group() {
     let dir = TempDir::new("group-restart");
     let mut master = FakeMaster::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .unwrap();
+    let agent = start_agent(config(master.addr, dir.path())).await;
+    let addr = agent.local_addr();
     let mut link = master.attach().await;
     link.accept("agent-3", 30.0).await;
-    run_group(
-        &link,
+    link.run_task_group(
+        framework("fw"),
         group_executor("durable"),
         vec![shell_task("x", "sleep 600"), shell_task("y", "sleep 600")],
     )
@@ -257,10 +234,7 @@ async fn a_restarted_agent_reattaches_to_a_task_group() {
     agent.shutdown().await;
     drop(link);
 
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let agent = agora_agent::Agent::start(config(master.addr, dir.path()), listener)
-        .await
-        .unwrap();
+    let agent = restart_agent(addr, config(master.addr, dir.path())).await;
     let mut link = master.attach().await;
     let FromAgent::Reregister(reregister) = link.accept("agent-3", 30.0).await else {
         panic!("the restarted agent re-registers");
@@ -329,5 +303,107 @@ async fn a_task_failing_its_command_health_check_is_killed_unhealthy() {
     assert_eq!(state_name(killed.state), "TASK_KILLED", "{killed:?}");
     assert_eq!(killed.healthy, Some(false));
     assert!(killed.message.contains("health check"), "{killed:?}");
+    agent.shutdown().await;
+}
+
+/// Whether the agent has checkpointed `task_id` of `executor_id` (so it has
+/// handled its launch).
+fn task_checkpointed(work_dir: &std::path::Path, executor_id: &str, task_id: &str) -> bool {
+    let runs = work_dir
+        .join("meta/frameworks/fw/executors")
+        .join(executor_id)
+        .join("runs");
+    std::fs::read_dir(runs).is_ok_and(|runs| {
+        runs.filter_map(Result::ok).any(|run| {
+            run.path()
+                .join("tasks")
+                .join(task_id)
+                .join("task.info")
+                .exists()
+        })
+    })
+}
+
+#[tokio::test]
+async fn two_groups_on_one_executor_live_and_die_apart() {
+    let dir = TempDir::new("two-groups");
+    let mut master = FakeMaster::start().await;
+    let mut config = config(master.addr, dir.path());
+    // The executor subscribes only once the test says so, so both groups are queued
+    // for it before it does.
+    config.executor_command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "while [ ! -e \"$AGORA_SANDBOX/go\" ]; do sleep 0.01; done; exec \"$0\"".into(),
+        executor_command().remove(0),
+    ];
+    let agent = start_agent(config).await;
+    let mut link = master.attach().await;
+    link.accept("agent-1", 30.0).await;
+    link.run_task_group(
+        framework("fw"),
+        group_executor("pod"),
+        vec![
+            shell_task("steady-1", "exec sleep 600"),
+            shell_task("steady-2", "exec sleep 600"),
+        ],
+    )
+    .await;
+    link.run_task_group(
+        framework("fw"),
+        group_executor("pod"),
+        vec![
+            shell_task("buddy", "touch buddy.mark; exec sleep 600"),
+            shell_task(
+                "doomed",
+                "while [ ! -e buddy.mark ]; do sleep 0.01; done; exit 3",
+            ),
+        ],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(task_checkpointed(dir.path(), "pod", "doomed")
+        && sandboxes(dir.path(), "fw", "pod").len() == 1)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not take both groups in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let sandbox = sandboxes(dir.path(), "fw", "pod").remove(0);
+    std::fs::write(sandbox.join("go"), b"").unwrap();
+
+    // The failure takes down its own group only.
+    let before = until_all_terminal(&mut link, &["doomed", "buddy"]).await;
+    let doomed = terminal(&before, "doomed");
+    assert_eq!(state_name(doomed.state), "TASK_FAILED", "{doomed:?}");
+    let buddy = terminal(&before, "buddy");
+    assert_eq!(state_name(buddy.state), "TASK_KILLED", "{buddy:?}");
+    assert!(buddy.message.contains("doomed"), "{buddy:?}");
+
+    // The other group runs on until it is killed itself: its tasks' ends name
+    // their own group, not the failure of the other.
+    link.kill_task("fw", "steady-1", Some(0.5)).await;
+    let seen = until_all_terminal(&mut link, &["steady-1", "steady-2"]).await;
+    for id in ["steady-1", "steady-2"] {
+        let status = terminal(&seen, id);
+        assert_eq!(state_name(status.state), "TASK_KILLED", "{id}: {status:?}");
+        assert!(!status.message.contains("doomed"), "{id}: {status:?}");
+        // Its updates up to the kill came while the other group ended.
+        let mut all = before.get(id).cloned().unwrap_or_default();
+        all.extend(seen[id].iter().cloned());
+        assert_eq!(
+            states(&all),
+            ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"],
+            "{id} ran until its own group was killed"
+        );
+    }
+    assert!(
+        terminal(&seen, "steady-2").message.contains("steady-1"),
+        "{seen:?}"
+    );
+    let exited = link.executor_exited().await;
+    assert_eq!(exited.executor_id.unwrap().value, "pod");
     agent.shutdown().await;
 }

@@ -7,9 +7,11 @@
 //! - [`task_state`]: which task states are terminal, and their display names.
 //! - [`ids`]: reading the protocol's optional id fields.
 //! - [`attributes`]: agent attributes in `rack:r1;zone:a` syntax.
+//! - [`executor_env`]: the environment an agent gives its executors, and its parsing.
 //! - [`time`]: wall-clock timestamps as carried on the wire.
 
 pub mod attributes;
+pub mod executor_env;
 pub mod ids;
 pub mod limits;
 pub mod resources;

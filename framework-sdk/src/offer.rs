@@ -60,6 +60,9 @@ pub struct TaskBuilder {
     env: Vec<(String, String)>,
     /// Task labels, in order.
     labels: Vec<(String, String)>,
+    /// Image (from the agents' image store) the task's root filesystem comes from;
+    /// `None` runs it on the agent's own filesystem.
+    image: Option<String>,
 }
 
 impl TaskBuilder {
@@ -137,6 +140,13 @@ impl TaskBuilder {
 
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the task in a container whose root filesystem is `image` from the agent's
+    /// image store (`agora image import`); needs agents with the `oci` containerizer.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
         self
     }
 
@@ -259,6 +269,11 @@ impl OfferResources {
             resources: taken.to_proto(),
             command: Some(command),
             labels,
+            container: task.image.as_ref().map(|name| pb::ContainerInfo {
+                r#type: pb::container_info::Type::Mesos as i32,
+                image: Some(pb::container_info::Image { name: name.clone() }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         // Env and labels were not checked yet; refuse here rather than at the master,

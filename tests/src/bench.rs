@@ -1,7 +1,8 @@
-//! What the benchmark binaries (`ha-bench`, `scale-bench`) share: they run masters as
-//! the same binary started again (`agora` is linked in, so no other binary needs to
-//! have been built), lift the open-file limit for a thousand connections, and turn
-//! their outcome into an exit code.
+//! What the benchmark binaries (`ha-bench`, `scale-bench`, `container-bench`) share:
+//! they run masters and agents as the same binary started again (`agora` is linked
+//! in, so no other binary needs to have been built), lift the open-file limit for a
+//! thousand connections, read `--flag value` command lines, and turn their outcome
+//! into an exit code.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -46,6 +47,24 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// The next `--flag value` pair of a benchmark's command line; `None` at its end.
+/// `--help`/`-h`, and a flag without a value, are errors that show `usage`.
+pub fn next_flag(
+    args: &mut impl Iterator<Item = String>,
+    usage: &str,
+) -> Result<Option<(String, String)>, String> {
+    let Some(flag) = args.next() else {
+        return Ok(None);
+    };
+    if flag == "--help" || flag == "-h" {
+        return Err(usage.into());
+    }
+    let value = args
+        .next()
+        .ok_or_else(|| format!("{flag} needs a value\n{usage}"))?;
+    Ok(Some((flag, value)))
 }
 
 /// A thousand agents hold a thousand connections, here and on the masters: lift the

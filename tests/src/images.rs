@@ -41,16 +41,9 @@ pub fn busybox_path() -> Option<PathBuf> {
 /// Under CI (env `CI` set) a missing busybox fails the test instead: CI installs
 /// busybox-static, so its absence is a broken setup, not a reason to skip.
 pub fn require_busybox() -> Option<PathBuf> {
-    match busybox_path() {
-        Some(path) => Some(path),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("busybox is not installed, and CI must run this test (install busybox-static)")
-        }
-        None => {
-            println!("skipped: busybox not installed (install busybox-static)");
-            None
-        }
-    }
+    crate::requirements::required(
+        busybox_path().ok_or_else(|| "busybox not installed (install busybox-static)".to_string()),
+    )
 }
 
 /// Whether the ELF file `bytes` asks for a dynamic loader (has a PT_INTERP

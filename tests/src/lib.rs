@@ -10,6 +10,8 @@
 //!   the SDK would never send (bad input).
 //! - [`http_get`]: a minimal HTTP/1.1 GET for the master's HTTP endpoints.
 //! - [`images`]: a real OCI image layout of the static busybox, and tars of layouts.
+//! - [`requirements`]: runc, root and busybox checks that skip a test without them
+//!   (and fail it under CI).
 //! - [`node_bin!`]: the path of the `agora-node` binary (the `agora` CLI under a
 //!   test-only name), for starting real agent processes.
 //!
@@ -19,6 +21,7 @@
 pub mod bench;
 pub mod images;
 pub mod master_group;
+pub mod requirements;
 pub mod sim_agent;
 
 pub use master_group::{GroupFramework, MasterGroup, MasterGroupBuilder};
@@ -170,6 +173,10 @@ impl TestCluster {
         config.status_update_retry_max = Duration::from_secs(2);
         config.registration_backoff_max = Duration::from_millis(500);
         config.default_kill_grace = Duration::from_secs(1);
+        // Executors re-subscribe to a restarted agent within a second; Mesos' 2 s
+        // is too close for a machine running the whole test suite at once, and a
+        // test of the timeout itself sets its own.
+        config.executor_reregistration_timeout = Duration::from_secs(30);
         config
     }
 
@@ -581,6 +588,35 @@ impl TestFramework {
                         let _ = self.handle.decline(vec![offer_id], Some(refuse(0.0))).await;
                     }
                 }
+            }
+            if let Some(agent) = placed {
+                return agent;
+            }
+        }
+    }
+
+    /// Launches the tasks `tasks` takes from the resources of the first offer that
+    /// comes (it panics if they do not fit) and declines the other offers of that
+    /// batch. Returns the agent they were placed on.
+    pub async fn launch_on_first_offer(
+        &mut self,
+        mut tasks: impl FnMut(&mut agora_sdk::OfferResources) -> Vec<pb::TaskInfo>,
+    ) -> pb::AgentId {
+        loop {
+            let mut placed = None;
+            for offer in self.next_offers().await {
+                let offer_id = offer.id.clone().expect("offer id");
+                if placed.is_some() {
+                    let _ = self.handle.decline(vec![offer_id], Some(refuse(0.0))).await;
+                    continue;
+                }
+                let mut room = agora_sdk::OfferResources::new(&offer).expect("a valid offer");
+                let infos = tasks(&mut room);
+                self.handle
+                    .accept(vec![offer_id], vec![launch(infos)], Some(refuse(0.0)))
+                    .await
+                    .expect("ACCEPT");
+                placed = Some(offer.agent_id.clone().unwrap_or_default());
             }
             if let Some(agent) = placed {
                 return agent;

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use agora_proto as pb;
 use agora_tests::{
-    ClusterBuilder, TestCluster, TestFramework, eventually, fast_timings, launch, node_bin,
-    parent_pid, process_alive, read_pid, refuse, within,
+    ClusterBuilder, TestCluster, TestFramework, eventually, fast_timings, node_bin, parent_pid,
+    process_alive, read_pid, within,
 };
 
 /// A real `agora agent` process on a fixed port (executors find a restarted agent
@@ -58,6 +58,9 @@ impl AgentProcess {
                 "2s",
                 "--kill-grace",
                 "1s",
+                // Mesos' 2 s is too close on a machine running every test at once.
+                "--executor-reregistration-timeout",
+                "30s",
                 "--log-level",
                 "debug",
             ])
@@ -136,41 +139,25 @@ enum Runner {
 
 /// Launches every task with one offer of the agent.
 async fn launch_all(fw: &mut TestFramework, tasks: &[(&str, Runner, String)]) {
-    loop {
-        let mut placed = false;
-        for offer in fw.next_offers().await {
-            let offer_id = offer.id.clone().expect("offer id");
-            if placed {
-                let _ = fw.handle.decline(vec![offer_id], Some(refuse(0.0))).await;
-                continue;
-            }
-            let mut room = agora_sdk::OfferResources::new(&offer).expect("a valid offer");
-            let infos: Vec<pb::TaskInfo> = tasks
-                .iter()
-                .map(|(id, runner, cmd)| {
-                    let builder = agora_sdk::TaskBuilder::new(*id)
-                        .shell(cmd.clone())
-                        .cpus(0.1)
-                        .mem(16.0);
-                    let mut task = room.take(&builder).expect("the task fits");
-                    if let Runner::Echo = runner {
-                        task.command = None;
-                        task.executor = Some(echo_executor());
-                        task.data = cmd.clone().into_bytes();
-                    }
-                    task
-                })
-                .collect();
-            fw.handle
-                .accept(vec![offer_id], vec![launch(infos)], Some(refuse(0.0)))
-                .await
-                .expect("ACCEPT");
-            placed = true;
-        }
-        if placed {
-            return;
-        }
-    }
+    fw.launch_on_first_offer(|room| {
+        tasks
+            .iter()
+            .map(|(id, runner, cmd)| {
+                let builder = agora_sdk::TaskBuilder::new(*id)
+                    .shell(cmd.clone())
+                    .cpus(0.1)
+                    .mem(16.0);
+                let mut task = room.take(&builder).expect("the task fits");
+                if let Runner::Echo = runner {
+                    task.command = None;
+                    task.executor = Some(echo_executor());
+                    task.data = cmd.clone().into_bytes();
+                }
+                task
+            })
+            .collect()
+    })
+    .await;
 }
 
 /// Writes its pid, then runs until killed.

@@ -5,8 +5,7 @@
 
 use agora_proto as pb;
 use agora_tests::{
-    ClusterBuilder, Seen, TestFramework, eventually, launch, node_bin, parent_pid, process_alive,
-    read_pid, refuse,
+    ClusterBuilder, Seen, TestFramework, eventually, node_bin, parent_pid, process_alive, read_pid,
 };
 
 /// The echo executor, as an agent would start it.
@@ -34,35 +33,19 @@ async fn launch_on(
     executor: &pb::ExecutorInfo,
     tasks: &[(&str, String)],
 ) -> pb::AgentId {
-    loop {
-        let mut placed = None;
-        for offer in fw.next_offers().await {
-            let offer_id = offer.id.clone().expect("offer id");
-            if placed.is_some() {
-                let _ = fw.handle.decline(vec![offer_id], Some(refuse(0.0))).await;
-                continue;
-            }
-            let mut room = agora_sdk::OfferResources::new(&offer).expect("a valid offer");
-            let infos: Vec<pb::TaskInfo> = tasks
-                .iter()
-                .map(|(id, cmd)| {
-                    let mut task = room.take(&task_on(id)).expect("the task fits");
-                    task.command = None;
-                    task.executor = Some(executor.clone());
-                    task.data = cmd.clone().into_bytes();
-                    task
-                })
-                .collect();
-            fw.handle
-                .accept(vec![offer_id], vec![launch(infos)], Some(refuse(0.0)))
-                .await
-                .expect("ACCEPT");
-            placed = offer.agent_id.clone();
-        }
-        if let Some(agent) = placed {
-            return agent;
-        }
-    }
+    fw.launch_on_first_offer(|room| {
+        tasks
+            .iter()
+            .map(|(id, cmd)| {
+                let mut task = room.take(&task_on(id)).expect("the task fits");
+                task.command = None;
+                task.executor = Some(executor.clone());
+                task.data = cmd.clone().into_bytes();
+                task
+            })
+            .collect()
+    })
+    .await
 }
 
 fn pid_command(file: &std::path::Path) -> String {

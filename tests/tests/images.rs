@@ -2,7 +2,7 @@
 //! busybox OCI image layout, as a directory and as a tar.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use agora_agent::images::ImageStore;
@@ -30,6 +30,38 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A busybox layout in a temporary directory, and a store path beside it (created
+/// by the first import).
+struct Scratch {
+    /// Holds `layout` and `store`; removed on drop.
+    dir: tempfile::TempDir,
+    layout: PathBuf,
+    store: PathBuf,
+}
+
+impl Scratch {
+    /// `None` when busybox is missing and the test is skipped.
+    fn new() -> Option<Self> {
+        require_busybox()?;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = busybox_layout(dir.path()).unwrap();
+        let store = dir.path().join("store");
+        Some(Self { dir, layout, store })
+    }
+
+    fn store_arg(&self) -> &str {
+        self.store.to_str().unwrap()
+    }
+
+    /// `agora image import <source> <args> --store <store>`.
+    fn import(&self, source: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["import", source.to_str().unwrap()];
+        all.extend(args);
+        all.extend(["--store", self.store_arg()]);
+        agora_image(&all, None)
+    }
+}
+
 fn succeeded(output: &Output) -> bool {
     if !output.status.success() {
         eprintln!("stdout: {}\nstderr: {}", stdout(output), stderr(output));
@@ -39,19 +71,14 @@ fn succeeded(output: &Output) -> bool {
 
 #[test]
 fn imports_a_layout_directory_and_a_tar_and_lists_them() {
-    if require_busybox().is_none() {
+    let Some(scratch) = Scratch::new() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(tmp.path()).unwrap();
-    let store = tmp.path().join("store");
-    let store_arg = store.to_str().unwrap();
+    };
+    let Scratch { dir, layout, store } = &scratch;
+    let store_arg = scratch.store_arg();
 
     // A directory, named by its index annotation.
-    let output = agora_image(
-        &["import", layout.to_str().unwrap(), "--store", store_arg],
-        None,
-    );
+    let output = scratch.import(layout, &[]);
     assert!(succeeded(&output));
     let out = stdout(&output);
     assert!(out.starts_with("imported busybox (sha256:"), "{out}");
@@ -61,7 +88,7 @@ fn imports_a_layout_directory_and_a_tar_and_lists_them() {
     );
 
     // A tar of it, under another name, with the store from the environment.
-    let tar = layout_tar(&layout, &tmp.path().join("busybox.tar")).unwrap();
+    let tar = layout_tar(layout, &dir.path().join("busybox.tar")).unwrap();
     let output = agora_image(
         &[
             "import",
@@ -69,7 +96,7 @@ fn imports_a_layout_directory_and_a_tar_and_lists_them() {
             "--name",
             "library/busybox:1.36",
         ],
-        Some(&store),
+        Some(store),
     );
     assert!(succeeded(&output));
     let out = stdout(&output);
@@ -88,7 +115,7 @@ fn imports_a_layout_directory_and_a_tar_and_lists_them() {
     assert!(lines[1].starts_with(BUSYBOX_IMAGE), "{table}");
     assert!(lines[2].starts_with("library/busybox:1.36"), "{table}");
 
-    let output = agora_image(&["list", "--json"], Some(&store));
+    let output = agora_image(&["list", "--json"], Some(store));
     assert!(succeeded(&output));
     let images: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(images[0]["name"], BUSYBOX_IMAGE);
@@ -96,7 +123,7 @@ fn imports_a_layout_directory_and_a_tar_and_lists_them() {
     assert_eq!(images[0]["manifest_digest"], images[1]["manifest_digest"]);
 
     // What an agent gets for it: one unpacked layer with busybox and its applets.
-    let image = ImageStore::open(&store)
+    let image = ImageStore::open(store)
         .unwrap()
         .resolve(BUSYBOX_IMAGE)
         .unwrap();
@@ -117,19 +144,14 @@ fn imports_a_layout_directory_and_a_tar_and_lists_them() {
 
 #[test]
 fn bad_imports_fail_with_clear_errors_and_store_nothing() {
-    if require_busybox().is_none() {
+    let Some(scratch) = Scratch::new() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(tmp.path()).unwrap();
-    let store = tmp.path().join("store");
-    let store_arg = store.to_str().unwrap();
+    };
+    let Scratch { dir, layout, store } = &scratch;
+    let store_arg = scratch.store_arg();
 
-    let missing = tmp.path().join("no-such-image");
-    let output = agora_image(
-        &["import", missing.to_str().unwrap(), "--store", store_arg],
-        None,
-    );
+    let missing = dir.path().join("no-such-image");
+    let output = scratch.import(&missing, &[]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("cannot import"),
@@ -137,17 +159,7 @@ fn bad_imports_fail_with_clear_errors_and_store_nothing() {
         stderr(&output)
     );
 
-    let output = agora_image(
-        &[
-            "import",
-            layout.to_str().unwrap(),
-            "--name",
-            "../etc",
-            "--store",
-            store_arg,
-        ],
-        None,
-    );
+    let output = scratch.import(layout, &["--name", "../etc"]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("invalid image name '../etc'"),
@@ -167,10 +179,7 @@ fn bad_imports_fail_with_clear_errors_and_store_nothing() {
     let last = bytes.len() - 100;
     bytes[last] ^= 0x55;
     fs::write(blob(layer_digest), &bytes).unwrap();
-    let output = agora_image(
-        &["import", layout.to_str().unwrap(), "--store", store_arg],
-        None,
-    );
+    let output = scratch.import(layout, &[]);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains(layer_digest), "names the blob: {message}");

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use agora_agent::oci::cgroups;
 use agora_agent::oci::runtime::{Runtime, resolve_binary};
 use agora_proto as pb;
+use agora_tests::requirements::require_runc;
 use agora_tests::{
     ClusterBuilder, TestCluster, TestFramework, eventually, kill_executor_sessions, launch,
     node_bin, parent_pid, process_alive, refuse, shell_task, within,
@@ -15,26 +16,6 @@ use agora_tests::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const AGENT_RESOURCES: &str = "cpus:4;mem:4096;disk:10000;ports:[31000-31010]";
-
-/// runc's path, or `None` after saying why the test is skipped.
-fn require_runc() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    match resolve_binary(Path::new("runc")) {
-        Ok(path) if root => Some(path),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("runc is not installed (or not run as root), and CI must run this test")
-        }
-        Ok(_) => {
-            println!("skipped: containers need root");
-            None
-        }
-        Err(_) => {
-            println!("skipped: runc not installed");
-            None
-        }
-    }
-}
 
 /// An `agora agent` process with the oci containerizer. Dropping it SIGKILLs the
 /// agent and removes every executor, container and mount it left.
@@ -65,6 +46,9 @@ impl OciAgent {
             cluster.data_dir().join("images").display().to_string(),
             "--kill-grace".into(),
             "1s".into(),
+            // Mesos' 2 s is too close on a machine running every test at once.
+            "--executor-reregistration-timeout".into(),
+            "30s".into(),
             "--log-level".into(),
             "info".into(),
         ];
@@ -240,9 +224,14 @@ async fn a_container_gets_the_limits_namespaces_env_and_volumes_it_asked_for() {
     .await;
 
     // pid 1 of its own pid namespace; ports, sandbox and its own env; the host's
-    // root read-only; the volume writable.
+    // root read-only, its cgroups too (no way out of the limits); the bundles
+    // (whose config.json every `exec` reads) out of reach; the volume writable.
     let script = "{ echo pid=$$; echo ports=$PORT0,$PORT1/$PORTS; echo sandbox=$MESOS_SANDBOX; \
                   echo greeting=$GREETING; touch /usr/agora-probe 2>/dev/null && echo root=rw || echo root=ro; \
+                  if [ -d /sys/fs/cgroup/pids ]; then c=/sys/fs/cgroup/pids; else c=/sys/fs/cgroup; fi; \
+                  mkdir $c/agora-escape-probe 2>/dev/null && echo cgroups=rw || echo cgroups=ro; \
+                  ls $MESOS_SANDBOX/.container/*/config.json $PWD/.container/*/config.json >/dev/null 2>&1 \
+                    && echo bundles=visible || echo bundles=hidden; \
                   touch $MESOS_SANDBOX/probe && echo sandbox=rw; } > /shared/report; exec sleep 1000";
     launch_on_offer(&mut fw, |agent_id| {
         let mut task = shell_task(
@@ -300,9 +289,12 @@ async fn a_container_gets_the_limits_namespaces_env_and_volumes_it_asked_for() {
     let mut report = String::new();
     eventually("the task's report", || {
         report = std::fs::read_to_string(&report_path).unwrap_or_default();
-        report.lines().count() >= 6
+        report.lines().count() >= 8
     })
     .await;
+    for leftover in ["pids/agora-escape-probe", "agora-escape-probe"] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(leftover));
+    }
     assert!(report.contains("pid=1\n"), "{report}");
     assert!(
         report.contains("ports=31003,31004/31003,31004\n"),
@@ -311,6 +303,8 @@ async fn a_container_gets_the_limits_namespaces_env_and_volumes_it_asked_for() {
     assert!(report.contains("greeting=hello\n"), "{report}");
     assert!(report.contains("root=ro\n"), "{report}");
     assert!(report.contains("sandbox=rw\n"), "{report}");
+    assert!(report.contains("cgroups=ro\n"), "{report}");
+    assert!(report.contains("bundles=hidden\n"), "{report}");
     assert!(!Path::new("/usr/agora-probe").exists());
     fw.wait_for("the task to be reported healthy", |seen| match seen {
         agora_tests::Seen::Update(s)

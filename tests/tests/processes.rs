@@ -4,6 +4,8 @@
 use std::process::Stdio;
 
 use agora_hello::HelloOptions;
+use agora_tests::images::{busybox_layout, require_busybox};
+use agora_tests::requirements::require_runc;
 use agora_tests::{kill_executor_sessions, logger, node_bin, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -60,6 +62,41 @@ async fn hello(master: &str, tasks: usize) {
     assert_eq!(report.finished, tasks);
 }
 
+/// The quick start's container step: an image imported into `agora dev`'s store
+/// (`<data dir>/images`) roots the tasks that name it. Dev agents have the oci
+/// containerizer when run as root with runc installed.
+async fn hello_in_an_image(master: &str, data_dir: &std::path::Path) {
+    if require_runc().is_none() || require_busybox().is_none() {
+        return;
+    }
+    let layout = busybox_layout(data_dir).expect("a busybox image layout");
+    let import = std::process::Command::new(node_bin!())
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "busybox", "--store"])
+        .arg(data_dir.join("images"))
+        .output()
+        .expect("agora image import runs");
+    assert!(
+        import.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let options = HelloOptions {
+        masters: vec![master.to_string()],
+        tasks: 3,
+        // Only the image's root has no Debian marker and has the sandbox mounted at
+        // Mesos' path.
+        cmd: "test ! -e /etc/debian_version && test -d /mnt/mesos/sandbox".into(),
+        image: Some("busybox".into()),
+        ..HelloOptions::default()
+    };
+    let report = within("hello in busybox", agora_hello::run(options, logger()))
+        .await
+        .expect("every task runs in the image");
+    assert_eq!(report.finished, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agora_dev_runs_a_cluster_hello_can_use() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -83,6 +120,7 @@ async fn agora_dev_runs_a_cluster_hello_can_use() {
     let stdout = dev.stdout.take().expect("piped stdout");
     let master = read_until(stdout, "http://").await;
     hello(&master, 20).await;
+    hello_in_an_image(&master, dir.path()).await;
 
     stop(&dev);
     let status = within("agora dev to stop", dev.wait())

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use agora_proto as pb;
+use agora_tests::requirements::require_runc;
 use agora_tests::{TestFramework, eventually, http_get, kill_executor_sessions, node_bin, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -144,12 +145,7 @@ fn on(kind: &'static str) -> impl Fn(&pb::Offer) -> bool {
 
 /// The only run directory of executor `executor_id` under `work_dir`.
 fn sandbox_of(work_dir: &Path, framework_id: &str, executor_id: &str) -> PathBuf {
-    let runs = work_dir
-        .join("frameworks")
-        .join(framework_id)
-        .join("executors")
-        .join(executor_id)
-        .join("runs");
+    let runs = agora_agent::sandbox::executor_runs_dir(work_dir, framework_id, executor_id);
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&runs)
         .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
         .map(|e| e.expect("a directory entry").path())
@@ -423,26 +419,6 @@ async fn finished_sandboxes_are_collected_and_live_ones_kept() {
         "{metrics}"
     );
     framework.stop().await;
-}
-
-/// runc's path, or `None` after saying why the test is skipped (CI must run it).
-fn require_runc() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    match agora_agent::oci::runtime::resolve_binary(Path::new("runc")) {
-        Ok(path) if root => Some(path),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("runc is not installed (or not run as root), and CI must run this test")
-        }
-        Ok(_) => {
-            println!("skipped: containers need root");
-            None
-        }
-        Err(_) => {
-            println!("skipped: runc not installed");
-            None
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

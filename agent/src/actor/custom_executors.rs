@@ -187,6 +187,7 @@ impl AgentActor {
             executor_id: executor_id.clone(),
             info,
             tasks: vec![(key.task_id, task)],
+            group: None,
             command: executor_argv(&command),
             env: command
                 .environment
@@ -203,13 +204,16 @@ impl AgentActor {
     /// Registers a new executor run with its first tasks and checkpoints it; the
     /// containerizer starts it once the checkpoints are durable (`launch_prepared`),
     /// so a restarted agent knows every executor that may be running, and every
-    /// task. The tasks reach it when it subscribes. Returns its container id.
+    /// task. The tasks reach it when it subscribes. Every executor run starts here:
+    /// command executors, default executors and custom ones. Returns its container
+    /// id.
     pub(super) fn start_executor_run(&mut self, run: NewExecutorRun) -> ContainerId {
         let NewExecutorRun {
             framework_id,
             executor_id,
             info,
             tasks,
+            group,
             command,
             mut env,
             resources,
@@ -238,7 +242,14 @@ impl AgentActor {
         for (task_id, task) in tasks {
             let task_meta = meta::task_meta_dir(&run_meta, &task_id);
             files.push((task_meta.join(meta::TASK_INFO_FILE), task.encode_to_vec()));
+            if let Some(group) = &group {
+                files.push((
+                    task_meta.join(meta::TASK_GROUP_FILE),
+                    group.clone().into_bytes(),
+                ));
+            }
             let mut entry = Task::new(task, &framework_id, &executor_id);
+            entry.group = group.clone();
             entry.container = Some(container_id.clone());
             entry.meta_dir = Some(task_meta);
             self.tasks
@@ -304,6 +315,9 @@ pub(super) struct NewExecutorRun {
     pub info: pb::ExecutorInfo,
     /// The tasks it starts with, by their (valid, new) ids; sent when it subscribes.
     pub tasks: Vec<(String, pb::TaskInfo)>,
+    /// The id of the group `tasks` form (the first task's id), or `None` when they
+    /// are launched one by one (there is then exactly one).
+    pub group: Option<String>,
     /// Program and arguments that start it (argv[0] is the program); not empty.
     pub command: Vec<OsString>,
     /// Variables of its own; the agent's executor variables are added after them

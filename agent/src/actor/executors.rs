@@ -235,6 +235,7 @@ impl AgentActor {
                 }),
                 ..Default::default()
             });
+        let partition_aware = super::is_partition_aware(&framework_info);
         let agent_info = self.agent_info();
         let grace = self.settings.default_kill_grace.as_secs_f64();
         let (events, receiver) = mpsc::channel(EXECUTOR_EVENT_QUEUE);
@@ -260,10 +261,27 @@ impl AgentActor {
             .iter()
             .filter_map(|t| t.task_id.as_ref().map(|id| id.value.as_str()))
             .collect();
-        // A default executor gets its unlaunched tasks as one group, before kills.
         let default_executor = executor.info.r#type == pb::executor_info::Type::Default as i32;
-        let mut group = Vec::new();
-        let launch_at = to_send.len();
+        // Groups the executor has: it names one of their tasks, or sent an update
+        // for one.
+        let mut delivered_groups = HashSet::new();
+        for task_id in &executor.tasks {
+            if let Some(task) = self.tasks.get(&StreamKey::new(&framework_id, task_id))
+                && (known.contains(task_id.as_str())
+                    || task
+                        .latest_status
+                        .as_ref()
+                        .is_some_and(|s| s.source == Source::Executor as i32))
+            {
+                delivered_groups.insert(task.group_key(task_id).to_string());
+            }
+        }
+        // Unlaunched tasks go first, a default executor's as one LAUNCH_GROUP per
+        // group (in the order of their first task); kills follow.
+        let mut groups: Vec<(String, Vec<pb::TaskInfo>)> = Vec::new();
+        let mut launches = Vec::new();
+        let mut kills = Vec::new();
+        let mut lost = Vec::new();
         for task_id in &executor.tasks {
             let Some(task) = self.tasks.get_mut(&StreamKey::new(&framework_id, task_id)) else {
                 continue;
@@ -274,32 +292,47 @@ impl AgentActor {
             if task.is_terminal() {
                 continue;
             }
+            if !known.contains(task_id.as_str()) && task.latest_status.is_none() {
+                // The executor never got it: a launch sent on a stream that broke
+                // before it arrived, or one a restarted agent cannot tell was sent.
+                // The checkpointed TaskInfo is sent again, unless the rest of its
+                // group did arrive: relaunching it alone would split the group, so
+                // it is lost, as Mesos reports a launch the executor never saw.
+                if delivered_groups.contains(task.group_key(task_id)) {
+                    lost.push((task_id.clone(), task.kill_requested));
+                    continue;
+                }
+                task.launched = false;
+            }
             if !task.launched {
                 task.launched = true;
                 if default_executor {
-                    group.push(task.info.clone());
+                    let group = task.group_key(task_id);
+                    match groups.iter_mut().find(|(id, _)| id == group) {
+                        Some((_, tasks)) => tasks.push(task.info.clone()),
+                        None => groups.push((group.to_string(), vec![task.info.clone()])),
+                    }
                 } else {
-                    to_send.push(Event::Launch(pb::executor_event::Launch {
+                    launches.push(Event::Launch(pb::executor_event::Launch {
                         task: Some(task.info.clone()),
                     }));
                 }
             }
             if task.kill_requested && !executor.shutdown_requested {
                 // Resent with the grace period the framework asked for.
-                to_send.push(Event::Kill(pb::executor_event::Kill {
+                kills.push(Event::Kill(pb::executor_event::Kill {
                     task_id: task.info.task_id.clone(),
                     kill_policy: task.kill_policy,
                 }));
             }
         }
-        if !group.is_empty() {
-            to_send.insert(
-                launch_at,
-                Event::LaunchGroup(pb::executor_event::LaunchGroup {
-                    task_group: Some(pb::TaskGroupInfo { tasks: group }),
-                }),
-            );
-        }
+        to_send.extend(groups.into_iter().map(|(_, tasks)| {
+            Event::LaunchGroup(pb::executor_event::LaunchGroup {
+                task_group: Some(pb::TaskGroupInfo { tasks }),
+            })
+        }));
+        to_send.extend(launches);
+        to_send.extend(kills);
         if executor.shutdown_requested {
             to_send.push(Event::Shutdown(pb::executor_event::Shutdown {
                 grace_period_seconds: grace,
@@ -310,6 +343,30 @@ impl AgentActor {
         }
         info!(self.logger, "executor subscribed";
             "framework_id" => &framework_id, "executor_id" => &executor_id, "resubscribed" => resubscribed, "reattached" => reattached);
+        // As Mesos: after an agent restart the reason says so.
+        let lost_reason = if reattached {
+            Reason::AgentRestarted
+        } else {
+            Reason::ExecutorUnregistered
+        };
+        for (task_id, kill_requested) in lost {
+            let (state, reason) = if kill_requested {
+                (TaskState::TaskKilled, Reason::TaskKilledDuringLaunch)
+            } else if partition_aware {
+                (TaskState::TaskDropped, lost_reason)
+            } else {
+                (TaskState::TaskLost, lost_reason)
+            };
+            warn!(self.logger, "the executor re-subscribed without a task of a group it has";
+                "task_id" => &task_id, "state" => state.as_str_name());
+            self.agent_status(
+                &StreamKey::new(&framework_id, &task_id),
+                state,
+                reason,
+                "the executor re-subscribed without this task although it has the rest of \
+                 its group: the task's launch never reached it",
+            );
+        }
         for status in request.unacknowledged_updates {
             if let Err(e) = self.executor_status(&container_id, status) {
                 warn!(self.logger, "refused an update the executor resent"; "executor_id" => &executor_id, "error" => %e);

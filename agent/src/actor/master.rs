@@ -1,8 +1,6 @@
 //! The actor's side of the master link: what to register with, what a
 //! (dis)connection changes, and everything the master sends.
 
-use std::collections::BTreeSet;
-
 use agora_core::limits;
 use agora_proto as pb;
 use agora_proto::TaskState;
@@ -14,8 +12,9 @@ use slog::{debug, info, warn};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::custom_executors::NewExecutorRun;
 use super::{AgentActor, Effect, Executor, Framework, LinkState, Phase, Task, is_partition_aware};
-use crate::containerizer::{ContainerId, LaunchSpec};
+use crate::containerizer::ContainerId;
 use crate::journal::DiskOp;
 use crate::meta;
 use crate::status_updates::{Acknowledged, StreamKey};
@@ -284,95 +283,32 @@ impl AgentActor {
 
     /// Starts the built-in command executor for `task`; its executor id is the task id.
     fn launch_command_executor(&mut self, task: pb::TaskInfo, key: StreamKey) {
-        let framework_id = key.framework_id.clone();
-        let executor_id = key.task_id.clone();
-        let container_id = ContainerId(uuid::Uuid::new_v4().to_string());
-        let work_dir = &self.settings.work_dir;
-        let sandbox = meta::sandbox_dir(work_dir, &framework_id, &executor_id, &container_id.0);
-        let run_meta =
-            meta::executor_run_meta_dir(work_dir, &framework_id, &executor_id, &container_id.0);
-        let task_meta = meta::task_meta_dir(&run_meta, &key.task_id);
-        let token = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let info = self.command_executor_info(&framework_id, &executor_id, &task);
-
-        let mut entry = Task::new(task.clone(), &framework_id, &executor_id);
-        entry.container = Some(container_id.clone());
-        entry.meta_dir = Some(task_meta.clone());
-        self.tasks.insert(key.clone(), entry);
-
-        // The executor starts once these are durable (`launch_prepared`), so a
-        // restarted agent knows every executor that may be running.
-        let checkpoint = meta::ExecutorCheckpoint {
-            info: Some(info.clone()),
-            token: token.clone(),
-            sandbox: meta::path_to_bytes(&sandbox),
-            containerizer: self.containerizer.name().to_string(),
-        };
-        self.checkpoint(DiskOp::Prepare {
-            ticket: container_id.0.clone(),
-            files: vec![
-                (
-                    run_meta.join(meta::EXECUTOR_INFO_FILE),
-                    checkpoint.encode_to_vec(),
-                ),
-                (task_meta.join(meta::TASK_INFO_FILE), task.encode_to_vec()),
-            ],
-        });
-
-        let spec = LaunchSpec {
-            container_id: container_id.clone(),
-            framework_id: framework_id.clone(),
-            executor_id: executor_id.clone(),
-            sandbox: sandbox.clone(),
+        let StreamKey {
+            framework_id,
+            task_id,
+        } = key;
+        let info = self.command_executor_info(&framework_id, &task_id, &task);
+        let resources = task.resources.clone();
+        self.start_executor_run(NewExecutorRun {
+            framework_id,
+            executor_id: task_id.clone(),
+            info,
+            tasks: vec![(task_id, task)],
+            group: None,
             command: self.settings.executor_command.clone(),
-            env: self.executor_env(&framework_id, &executor_id, &token, &sandbox),
-            container: task.container.clone(),
-            resources: task.resources.clone(),
-        };
-        let timer = self.schedule(
-            self.settings.executor_registration_timeout,
-            super::Command::RegistrationTimeout {
-                container_id: container_id.clone(),
-            },
-        );
-        self.executors.insert(
-            container_id.clone(),
-            Executor {
-                framework_id: framework_id.clone(),
-                executor_id: executor_id.clone(),
-                info,
-                token,
-                meta_dir: run_meta,
-                phase: Phase::Launching,
-                events: None,
-                tasks: BTreeSet::from([key.task_id.clone()]),
-                timer: Some(timer),
-                shutdown_requested: false,
-                destroy_when_started: false,
-                launch: Some(spec),
-            },
-        );
-        self.executor_runs
-            .insert((framework_id, executor_id), container_id);
-        self.metrics.executors.inc();
+            env: Vec::new(),
+            resources,
+        });
     }
 
+    /// The ExecutorInfo of a command executor: the agent's built-in executor with
+    /// the task's container and resources, named after the task's command.
     fn command_executor_info(
         &self,
         framework_id: &str,
         executor_id: &str,
         task: &pb::TaskInfo,
     ) -> pb::ExecutorInfo {
-        let mut command = self
-            .settings
-            .executor_command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned());
-        let value = command.next().unwrap_or_default();
         let shown = task
             .command
             .as_ref()
@@ -392,11 +328,7 @@ impl AgentActor {
             framework_id: Some(pb::FrameworkId {
                 value: framework_id.to_string(),
             }),
-            command: Some(pb::CommandInfo {
-                value: value.clone(),
-                arguments: std::iter::once(value).chain(command).collect(),
-                ..Default::default()
-            }),
+            command: Some(self.builtin_executor_command()),
             container: task.container.clone(),
             resources: task.resources.clone(),
             name: super::truncate(
@@ -591,7 +523,7 @@ impl AgentActor {
             Phase::Launching | Phase::Started => {
                 info!(self.logger, "killing a task whose executor has not subscribed"; "task_id" => &key.task_id);
                 // The rest of a task group goes with it: a group lives and dies together.
-                for key in self.task_and_its_group(&container_id, &key) {
+                for key in self.task_and_its_group(&key) {
                     if self.tasks.get(&key).is_some_and(|t| !t.is_terminal()) {
                         self.agent_status(
                             &key,

@@ -169,6 +169,11 @@ struct Task {
     framework_id: String,
     /// Its executor's id (the task id for command tasks).
     executor_id: String,
+    /// The task group it was launched in, named by the group's first task id
+    /// (checkpointed in `task.group`); `None` for a task launched alone. The tasks
+    /// of one group reach their executor in one LAUNCH_GROUP and live and die
+    /// together; two groups on one executor stay apart.
+    group: Option<String>,
     /// The executor run it belongs to; `None` for a launch refused before any
     /// executor existed.
     container: Option<ContainerId>,
@@ -176,7 +181,10 @@ struct Task {
     state: i32,
     /// The status that set `state`; `None` while TASK_STAGING.
     latest_status: Option<pb::TaskStatus>,
-    /// Delivered to its executor in a LAUNCH event.
+    /// Sent to its executor in a LAUNCH or LAUNCH_GROUP event. Not proof that it
+    /// arrived: an executor that re-subscribes without naming the task in
+    /// `unacknowledged_tasks`, and that sent no update for it, never got it, and
+    /// it is sent again (or, when the rest of its group did arrive, it is lost).
     launched: bool,
     /// A kill (or executor shutdown) was requested.
     kill_requested: bool,
@@ -193,6 +201,7 @@ impl Task {
             info,
             framework_id: framework_id.to_string(),
             executor_id: executor_id.to_string(),
+            group: None,
             container: None,
             state: pb::TaskState::TaskStaging as i32,
             latest_status: None,
@@ -205,6 +214,11 @@ impl Task {
 
     fn is_terminal(&self) -> bool {
         is_terminal_raw(self.state)
+    }
+
+    /// What its group is known by: the group's id, or its own id when alone.
+    fn group_key<'a>(&'a self, task_id: &'a str) -> &'a str {
+        self.group.as_deref().unwrap_or(task_id)
     }
 }
 

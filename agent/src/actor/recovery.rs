@@ -281,7 +281,12 @@ impl AgentActor {
                 }
             }
         }
+        let group = read_group(&task_dir.join(meta::TASK_GROUP_FILE)).unwrap_or_else(|problem| {
+            damage.push(problem);
+            None
+        });
         let mut task = Task::new(info, framework_id, executor_id);
+        task.group = group;
         task.container = Some(container_id.clone());
         task.meta_dir = Some(task_dir.to_path_buf());
         task.launched = latest.is_some();
@@ -290,6 +295,18 @@ impl AgentActor {
         }
         task.latest_status = latest;
         Some(task)
+    }
+}
+
+/// The group id checkpointed in `path`: `None` when there is no file (a task
+/// launched alone), an error naming the file when it cannot be read or holds no
+/// valid id.
+fn read_group(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if limits::id("task.group", Some(&text)).is_ok() => Ok(Some(text)),
+        Ok(_) => Err(format!("{} holds no valid group id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 

@@ -5,7 +5,10 @@
 //! REASON_TASK_GROUP_INVALID, as in Mesos. The executor run is checkpointed like
 //! any other (its `executor.info`, each task's `task.info`) so a restarted agent
 //! reattaches it; the tasks reach the executor in one LAUNCH_GROUP after it
-//! subscribes. A further group for a default executor that already runs goes to it.
+//! subscribes. A further group for a default executor that already runs goes to it
+//! in a LAUNCH_GROUP of its own: each task remembers its group (`Task::group`, the
+//! group's first task id, checkpointed next to its `task.info`), so groups queued
+//! together still reach the executor, and die, apart.
 
 use std::collections::HashSet;
 
@@ -252,6 +255,7 @@ impl AgentActor {
             framework_id: framework_id.to_string(),
             executor_id: executor_id.to_string(),
             info,
+            group: group_id(&tasks),
             tasks,
             command: self.settings.executor_command.clone(),
             env: Vec::new(),
@@ -277,10 +281,12 @@ impl AgentActor {
         executor
             .tasks
             .extend(tasks.iter().map(|(task_id, _)| task_id.clone()));
+        let group_id = group_id(&tasks);
         let mut group = Vec::new();
         for (task_id, task) in tasks {
             let task_meta = meta::task_meta_dir(&run_meta, &task_id);
             let mut entry = Task::new(task.clone(), framework_id, &executor_id);
+            entry.group = group_id.clone();
             entry.container = Some(container_id.clone());
             entry.meta_dir = Some(task_meta.clone());
             entry.launched = subscribed;
@@ -291,6 +297,12 @@ impl AgentActor {
                 path: task_meta.join(meta::TASK_INFO_FILE),
                 bytes: task.encode_to_vec(),
             });
+            if let Some(group_id) = &group_id {
+                self.checkpoint(DiskOp::WriteFile {
+                    path: task_meta.join(meta::TASK_GROUP_FILE),
+                    bytes: group_id.clone().into_bytes(),
+                });
+            }
             group.push(task);
         }
         if subscribed {
@@ -303,25 +315,39 @@ impl AgentActor {
         }
     }
 
-    /// The task `key` and, if its executor is a default executor, the other tasks
-    /// it runs: a kill of one task of a group that has not started kills the group.
-    pub(super) fn task_and_its_group(
-        &self,
-        container_id: &ContainerId,
-        key: &StreamKey,
-    ) -> Vec<StreamKey> {
+    /// The task `key` and the other tasks of its group: a kill of one task of a
+    /// group that has not started kills that group (and no other group of the
+    /// same executor).
+    pub(super) fn task_and_its_group(&self, key: &StreamKey) -> Vec<StreamKey> {
         let mut keys = vec![key.clone()];
-        if let Some(executor) = self.executors.get(container_id)
-            && executor.info.r#type == ExecutorType::Default as i32
-        {
-            keys.extend(
-                executor
-                    .tasks
-                    .iter()
-                    .filter(|t| **t != key.task_id)
-                    .map(|t| StreamKey::new(&executor.framework_id, t)),
-            );
-        }
+        let Some(group) = self.tasks.get(key).and_then(|t| t.group.clone()) else {
+            return keys;
+        };
+        let Some(executor) = self
+            .tasks
+            .get(key)
+            .and_then(|t| t.container.as_ref())
+            .and_then(|c| self.executors.get(c))
+        else {
+            return keys;
+        };
+        keys.extend(
+            executor
+                .tasks
+                .iter()
+                .filter(|t| **t != key.task_id)
+                .map(|t| StreamKey::new(&executor.framework_id, t))
+                .filter(|k| {
+                    self.tasks
+                        .get(k)
+                        .is_some_and(|t| t.group.as_deref() == Some(group.as_str()))
+                }),
+        );
         keys
     }
+}
+
+/// The id a group of `tasks` is known by: its first task's id.
+fn group_id(tasks: &[(String, pb::TaskInfo)]) -> Option<String> {
+    tasks.first().map(|(task_id, _)| task_id.clone())
 }

@@ -396,17 +396,7 @@ pub(super) fn process_check_command(
     task_id: &str,
     sandbox: Option<&std::path::Path>,
 ) -> tokio::process::Command {
-    let mut process = if check.shell {
-        let mut p = tokio::process::Command::new("/bin/sh");
-        p.arg("-c").arg(&check.value);
-        p
-    } else {
-        let mut p = tokio::process::Command::new(&check.value);
-        if let Some((argv0, rest)) = check.arguments.split_first() {
-            p.arg0(argv0).args(rest);
-        }
-        p
-    };
+    let mut process = super::task_process::host_command(check);
     process
         .env_remove(super::env::EXECUTOR_TOKEN)
         .env(super::env::TASK_ID, task_id);

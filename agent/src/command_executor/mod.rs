@@ -147,8 +147,8 @@ impl CommandExecutor {
 
     async fn run(mut self) -> i32 {
         info!(self.logger, "executor starting";
-            "executor_id" => &self.env.executor_id, "agent" => &self.env.agent_endpoint);
-        let mut deadline = Instant::now() + self.env.recovery_timeout;
+            "executor_id" => &self.env.common.executor_id, "agent" => &self.env.common.agent_endpoint);
+        let mut deadline = Instant::now() + self.env.common.recovery_timeout;
         loop {
             let events = match self.subscribe(deadline).await {
                 Ok(events) => events,
@@ -165,9 +165,9 @@ impl CommandExecutor {
                 }
                 SessionEnd::Disconnected => {
                     warn!(self.logger, "lost the agent; re-subscribing";
-                        "recovery_timeout" => ?self.env.recovery_timeout);
+                        "recovery_timeout" => ?self.env.common.recovery_timeout);
                     self.client = None;
-                    deadline = Instant::now() + self.env.recovery_timeout;
+                    deadline = Instant::now() + self.env.common.recovery_timeout;
                 }
             }
         }
@@ -238,7 +238,7 @@ impl CommandExecutor {
     async fn try_subscribe(
         &mut self,
     ) -> Result<tonic::Streaming<pb::ExecutorEvent>, SubscribeError> {
-        let endpoint = Endpoint::from_shared(self.env.agent_endpoint.clone())
+        let endpoint = Endpoint::from_shared(self.env.common.agent_endpoint.clone())
             .map_err(|e| SubscribeError::Refused(format!("invalid agent endpoint: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
@@ -251,12 +251,12 @@ impl CommandExecutor {
             .max_encoding_message_size(agora_core::limits::MAX_MESSAGE_BYTES);
         let request = pb::ExecutorSubscribe {
             framework_id: Some(pb::FrameworkId {
-                value: self.env.framework_id.clone(),
+                value: self.env.common.framework_id.clone(),
             }),
             executor_id: Some(pb::ExecutorId {
-                value: self.env.executor_id.clone(),
+                value: self.env.common.executor_id.clone(),
             }),
-            token: self.env.token.clone(),
+            token: self.env.common.token.clone(),
             unacknowledged_tasks: self.tasks.iter().map(|(_, t)| t.info.clone()).collect(),
             unacknowledged_updates: self.unacked.clone(),
         };
@@ -427,7 +427,7 @@ impl CommandExecutor {
         let checks = checks.unwrap_or_else(|| task_process::CheckCommands::Process {
             task: task.info.command.clone().unwrap_or_default(),
             task_id: task_id.to_string(),
-            sandbox: self.env.sandbox.clone(),
+            sandbox: self.env.common.sandbox.clone(),
         });
         let probe = TaskProbe::from_proto(check, move |check| checks.command(check))?;
         Ok(Some((policy, probe)))
@@ -683,7 +683,7 @@ impl CommandExecutor {
         status.source = Source::Executor as i32;
         status.agent_id = self.agent_id.clone();
         status.executor_id = Some(pb::ExecutorId {
-            value: self.env.executor_id.clone(),
+            value: self.env.common.executor_id.clone(),
         });
         status.timestamp = agora_core::time::now_secs();
         status.uuid = uuid::Uuid::new_v4().as_bytes().to_vec();
@@ -702,12 +702,12 @@ impl CommandExecutor {
         };
         let request = pb::ExecutorUpdate {
             framework_id: Some(pb::FrameworkId {
-                value: self.env.framework_id.clone(),
+                value: self.env.common.framework_id.clone(),
             }),
             executor_id: Some(pb::ExecutorId {
-                value: self.env.executor_id.clone(),
+                value: self.env.common.executor_id.clone(),
             }),
-            token: self.env.token.clone(),
+            token: self.env.common.token.clone(),
             status: Some(status.clone()),
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.update(request)).await {

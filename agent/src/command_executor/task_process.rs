@@ -19,7 +19,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -28,18 +28,14 @@ use std::time::Duration;
 
 use agora_proto as pb;
 use agora_proto::task_status::Reason;
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::env::{self, ExecutorEnv, OciEnv};
-use crate::containerizer::signal_name;
+use crate::containerizer::{EXIT_POLL, pidfd_open, signal_name, try_wait};
 use crate::oci::bundle::{self, BundleConfig, RootfsKind, TaskLimits};
 use crate::oci::cgroups::{self, CgroupVersion};
 use crate::oci::runtime::Runtime;
 use crate::sandbox::{OutputPumps, TaskOutput};
-
-/// How often a container's init is polled for where the kernel has no pidfds.
-const EXIT_POLL: Duration = Duration::from_millis(50);
 
 /// Numbers the containers of this executor: `agora-<container id>-<n>`. The
 /// executor is one process per executor run, so a process-wide counter is unique
@@ -134,6 +130,21 @@ impl CheckCommands {
     }
 }
 
+/// `command` as a host process, not started: `/bin/sh -c value`, or `value` with
+/// `arguments` as its argv (argv[0] included, as in Mesos).
+pub(super) fn host_command(command: &pb::CommandInfo) -> tokio::process::Command {
+    if command.shell {
+        let mut process = tokio::process::Command::new("/bin/sh");
+        process.arg("-c").arg(&command.value);
+        return process;
+    }
+    let mut process = tokio::process::Command::new(&command.value);
+    if let Some((argv0, rest)) = command.arguments.split_first() {
+        process.arg0(argv0).args(rest);
+    }
+    process
+}
+
 /// argv for a command: `/bin/sh -c value`, or `value` and `arguments` after
 /// `argv[0]` (an OCI process has no separate argv[0]).
 fn command_args(command: &pb::CommandInfo) -> Vec<String> {
@@ -166,7 +177,7 @@ impl TaskProcess {
             .unwrap_or_default();
         let ports = bundle::port_env(&bundle::task_ports(&task.resources));
         if !wants_container(task, env) {
-            return Self::spawn_with(command, task_id, env.sandbox.as_deref(), &ports);
+            return Self::spawn_with(command, task_id, env.common.sandbox.as_deref(), &ports);
         }
         let (Some(oci), Some(container_id)) = (&env.containers.oci, &env.containers.container_id)
         else {
@@ -176,7 +187,7 @@ impl TaskProcess {
                  to run a task that names an image",
             ));
         };
-        let Some(sandbox) = &env.sandbox else {
+        let Some(sandbox) = &env.common.sandbox else {
             return Err(failed(
                 Reason::ContainerLaunchFailed,
                 "the agent named no sandbox",
@@ -212,18 +223,7 @@ impl TaskProcess {
         sandbox: Option<&Path>,
         extra_env: &[(String, String)],
     ) -> Result<Self, (Reason, String)> {
-        let mut process = if command.shell {
-            let mut p = tokio::process::Command::new("/bin/sh");
-            p.arg("-c").arg(&command.value);
-            p
-        } else {
-            let mut p = tokio::process::Command::new(&command.value);
-            // `arguments` is argv, argv[0] included, as in Mesos.
-            if let Some((argv0, rest)) = command.arguments.split_first() {
-                p.arg0(argv0).args(rest);
-            }
-            p
-        };
+        let mut process = host_command(command);
         process
             .env_remove(env::EXECUTOR_TOKEN)
             .env(env::TASK_ID, task_id)
@@ -376,7 +376,7 @@ async fn start_container(
     }
     let runtime = Runtime::new(oci.runtime.clone(), oci.state_root.clone());
     let id = crate::oci::runtime_container_id(container_id, n);
-    let bundle_dir = sandbox.join(".container").join(n.to_string());
+    let bundle_dir = sandbox.join(bundle::BUNDLES_DIR).join(n.to_string());
     let rootfs = bundle_dir.join("rootfs");
     std::fs::create_dir_all(&bundle_dir)
         .map_err(|e| launch_failed(format!("cannot create {}: {e}", bundle_dir.display())))?;
@@ -496,8 +496,11 @@ async fn start_container(
         .unwrap_or_default();
     variables.extend([
         (env::TASK_ID.to_string(), task_id),
-        (env::FRAMEWORK_ID.to_string(), env.framework_id.clone()),
-        (env::EXECUTOR_ID.to_string(), env.executor_id.clone()),
+        (
+            env::FRAMEWORK_ID.to_string(),
+            env.common.framework_id.clone(),
+        ),
+        (env::EXECUTOR_ID.to_string(), env.common.executor_id.clone()),
         (env::SANDBOX.to_string(), container_sandbox_text.clone()),
         (
             env::MESOS_SANDBOX.to_string(),
@@ -546,25 +549,38 @@ async fn start_container(
         pumps,
     } = open_output(sandbox, &task_id_of(task)).map_err(unmount_on_error)?;
     let (stdout, stderr) = (File::from(stdout), File::from(stderr));
-    let cleanup_failed_start = |runtime: &Runtime, id: &str| {
-        let _ = runtime.delete_force_blocking(id);
-        if let Some(overlay) = &overlay {
-            let _ = bundle::unmount(overlay);
-        }
+    // Deleting retries with sleeps: off the async workers, so the executor's other
+    // tasks and its agent connection are not held up meanwhile.
+    let cleanup_failed_start = async |runtime: &Runtime, id: &str| {
+        let (runtime, id, overlay) = (runtime.clone(), id.to_string(), overlay.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = runtime.delete_force_blocking(&id);
+            if let Some(overlay) = &overlay {
+                let _ = bundle::unmount(overlay);
+            }
+        })
+        .await;
     };
     let pid = match runtime.create(&id, &bundle_dir, stdout, stderr).await {
         Ok(pid) => pid,
         Err(e) => {
-            cleanup_failed_start(&runtime, &id);
+            cleanup_failed_start(&runtime, &id).await;
             return Err(launch_failed(format!("cannot start the container: {e}")));
         }
     };
-    let pid = libc::pid_t::try_from(pid).unwrap_or(-1);
+    // Anything but a real pid (0 or -1 would make kill(2) signal a whole process
+    // group or every process) is a failed start.
+    let Some(pid) = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 1) else {
+        cleanup_failed_start(&runtime, &id).await;
+        return Err(launch_failed(format!(
+            "cannot start the container: the runtime reported init pid {pid}"
+        )));
+    };
     // The pidfd is opened before `start`, so a program that ends at once still
     // leaves a zombie for it to refer to.
-    let pidfd = pidfd_open(pid);
+    let pidfd = pidfd_open(pid).ok().flatten();
     if let Err(e) = runtime.start(&id).await {
-        cleanup_failed_start(&runtime, &id);
+        cleanup_failed_start(&runtime, &id).await;
         // The init is our child now; reap it.
         let _ = try_wait(pid);
         return Err(launch_failed(format!("cannot start the container: {e}")));
@@ -645,39 +661,6 @@ impl Container {
             }
         }));
     }
-}
-
-/// waitpid(pid, WNOHANG): the raw status once the child has ended.
-fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid writes the status into a local integer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        match rc {
-            0 => return Ok(None),
-            rc if rc == pid => return Ok(Some(status)),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
-/// A pidfd for `pid` registered with tokio, or `None` (no pidfds, or gone).
-fn pidfd_open(pid: libc::pid_t) -> Option<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: `owned` is a valid open fd that the AsyncFd takes ownership of, so it
-    // stays open and unchanged for the AsyncFd's whole life.
-    unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }.ok()
 }
 
 /// `(exit code, message)` for a finished command, in Mesos' words.

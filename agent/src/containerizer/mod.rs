@@ -11,6 +11,10 @@ pub mod oci;
 pub mod process;
 mod spawn;
 
+/// Waiting for child processes, shared with the command executor, which reaps its
+/// tasks' container init processes itself.
+pub(crate) use spawn::{EXIT_POLL, pidfd_open, try_wait};
+
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;

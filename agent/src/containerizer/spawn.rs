@@ -25,7 +25,7 @@ use tokio::io::unix::AsyncFd;
 use super::Termination;
 
 /// How often a child is polled when the kernel has no pidfds (before Linux 5.3).
-const EXIT_POLL: Duration = Duration::from_millis(50);
+pub(crate) const EXIT_POLL: Duration = Duration::from_millis(50);
 
 /// What to start, with everything already resolved by the caller.
 pub(super) struct SpawnRequest<'a> {
@@ -116,7 +116,7 @@ fn unwaitable(e: io::Error) -> Termination {
 }
 
 /// waitpid(pid, WNOHANG): the raw status once the child has ended.
-fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
+pub(crate) fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid writes the status into a local integer.
@@ -136,7 +136,7 @@ fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
 
 /// A pidfd for `pid` registered with tokio: `Ok(None)` where the kernel has no
 /// pidfds (or registration fails), `Err` with ESRCH when `pid` is gone.
-pub(super) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<AsyncFd<OwnedFd>>> {
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<AsyncFd<OwnedFd>>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

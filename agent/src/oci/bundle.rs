@@ -32,6 +32,12 @@ pub const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// PATH for image tasks whose image names none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The sandbox subdirectory holding the bundles (`<n>/`: `config.json`, the root
+/// filesystem, an overlay's upper and work directories). Hidden inside every
+/// container under an empty read-only tmpfs: the runtime reads `config.json` again
+/// for every `exec` (COMMAND health checks), so a task that could write it would
+/// choose the capabilities and user of the next exec.
+pub const BUNDLES_DIR: &str = ".container";
 
 /// Why a bundle cannot be made; each names what the task asked for.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +195,14 @@ pub fn check_volumes(
             let host_path = host_path
                 .canonicalize()
                 .map_err(|e| invalid(&format!("the host path cannot be resolved: {e}")))?;
+            // The bundles must stay out of the container's reach (see [`BUNDLES_DIR`]),
+            // through the sandbox or through any directory above it.
+            if host_path.starts_with(sandbox.join(BUNDLES_DIR)) || sandbox.starts_with(&host_path)
+            {
+                return Err(invalid(
+                    "the host path holds the container's own runtime files; name a directory inside the sandbox",
+                ));
+            }
             let permitted =
                 host_path.starts_with(&sandbox) || allowed.iter().any(|a| host_path.starts_with(a));
             if !permitted {
@@ -283,6 +297,11 @@ fn bind(
     ];
     if read_only {
         options.extend(["nosuid".to_string(), "nodev".to_string()]);
+        if recursive {
+            // `ro` alone leaves the submounts (a host's /boot/efi, /var/lib/...)
+            // writable; `rro` makes every one read-only (Linux 5.12's mount_setattr).
+            options.push("rro".to_string());
+        }
     }
     MountBuilder::default()
         .destination(destination)
@@ -378,7 +397,16 @@ pub fn spec(config: &BundleConfig) -> Result<Spec, BundleError> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        bind(Path::new("/sys"), Path::new("/sys"), true, true)?,
+        // Not recursive: the host's submounts of /sys (cgroup hierarchies, debugfs,
+        // efivarfs, ...) stay out. The container's own cgroups are mounted read-only
+        // by the runtime instead, as Docker does.
+        bind(Path::new("/sys"), Path::new("/sys"), true, false)?,
+        special(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
     ];
     match &config.rootfs_kind {
         RootfsKind::Host { binds } => {
@@ -406,6 +434,19 @@ pub fn spec(config: &BundleConfig) -> Result<Spec, BundleError> {
         false,
         false,
     )?);
+    let mut sandbox_paths = vec![PathBuf::from(CONTAINER_SANDBOX)];
+    if matches!(config.rootfs_kind, RootfsKind::Host { .. }) {
+        sandbox_paths.push(config.sandbox.clone());
+    }
+    for sandbox in sandbox_paths {
+        let bundles = sandbox.join(BUNDLES_DIR);
+        mounts.push(special(
+            &bundles.display().to_string(),
+            "tmpfs",
+            "tmpfs",
+            &["ro", "nosuid", "nodev", "noexec", "size=4k", "mode=555"],
+        )?);
+    }
     for volume in &config.volumes {
         mounts.push(bind(
             &volume.host_path,
@@ -453,6 +494,10 @@ pub fn spec(config: &BundleConfig) -> Result<Spec, BundleError> {
         .namespaces(namespaces)
         .resources(resources)
         .cgroups_path(PathBuf::from(&config.cgroups_path))
+        // The runtime's default (rslave) would let mounts made on the host later
+        // (other tasks' image overlays under the work dir) appear in this
+        // container, writable.
+        .rootfs_propagation("rprivate")
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()
@@ -721,6 +766,84 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("none are allowed"), "{e}");
+    }
+
+    #[test]
+    fn volumes_cannot_reach_the_bundles() {
+        let sandbox = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sandbox.path().join(BUNDLES_DIR).join("0")).unwrap();
+        let parent = sandbox.path().parent().unwrap().to_path_buf();
+        for host in [
+            BUNDLES_DIR.to_string(),
+            format!("{BUNDLES_DIR}/0"),
+            ".".to_string(),
+            parent.display().to_string(),
+        ] {
+            let volume = pb::Volume {
+                host_path: host.clone(),
+                container_path: "/data".into(),
+                mode: pb::volume::Mode::Rw as i32,
+            };
+            let e = check_volumes(
+                &[volume],
+                std::slice::from_ref(&parent),
+                sandbox.path(),
+                Path::new(CONTAINER_SANDBOX),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("runtime files"), "{host}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_host_stays_read_only_and_the_bundles_hidden() {
+        let config = BundleConfig {
+            rootfs: PathBuf::from("/bundle/rootfs"),
+            rootfs_kind: RootfsKind::Host {
+                binds: vec![bind(Path::new("/usr"), Path::new("/usr"), true, true).unwrap()],
+            },
+            sandbox: PathBuf::from("/work/sandbox"),
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/work/sandbox".into(),
+            uid: 0,
+            gid: 0,
+            hostname: "h".into(),
+            limits: TaskLimits::default(),
+            cgroups_path: "/agora/x".into(),
+            volumes: Vec::new(),
+        };
+        let spec = spec(&config).unwrap();
+        let mounts = spec.mounts().clone().unwrap();
+        let options = |destination: &str| -> Vec<String> {
+            mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(destination))
+                .unwrap_or_else(|| panic!("no mount at {destination}"))
+                .options()
+                .clone()
+                .unwrap_or_default()
+        };
+        // Submounts of a read-only bind are read-only too; /sys takes none of the
+        // host's, and the cgroups are the runtime's read-only ones.
+        assert!(options("/usr").contains(&"rro".to_string()));
+        assert!(options("/sys").contains(&"bind".to_string()));
+        assert!(options("/sys/fs/cgroup").contains(&"ro".to_string()));
+        for bundles in ["/work/sandbox/.container", "/mnt/mesos/sandbox/.container"] {
+            assert!(options(bundles).contains(&"ro".to_string()), "{bundles}");
+            let cover = mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(bundles));
+            let sandbox = mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(bundles).parent().unwrap());
+            assert!(
+                cover > sandbox,
+                "{bundles} is covered after its sandbox is mounted"
+            );
+        }
+        let linux = spec.linux().clone().unwrap();
+        assert_eq!(linux.rootfs_propagation().as_deref(), Some("rprivate"));
     }
 
     #[test]

@@ -15,6 +15,10 @@ use std::process::{Output, Stdio};
 const DELETE_ATTEMPTS: u32 = 8;
 const DELETE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const DELETE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest a runtime call that launches or signals a container may take. runc
+/// normally answers in well under a second even on a loaded machine; one that hangs
+/// (a stuck mount, a frozen cgroup) must fail the launch, not hang the executor.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,14 @@ pub enum RuntimeError {
         id: String,
         /// The runtime's own error text.
         message: String,
+    },
+    #[error(
+        "{operation} of container {id} did not finish within {seconds} s; the runtime was killed"
+    )]
+    TimedOut {
+        operation: &'static str,
+        id: String,
+        seconds: u64,
     },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
@@ -84,6 +96,26 @@ impl Runtime {
         command
     }
 
+    /// Runs a runtime call to its end, killing the runtime (never the container: an
+    /// init it made is re-parented to us) if it takes longer than [`CALL_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        id: &str,
+        command: &mut tokio::process::Command,
+        call: impl AsyncFnOnce(&mut tokio::process::Command) -> io::Result<T>,
+    ) -> Result<T, RuntimeError> {
+        command.kill_on_drop(true);
+        match tokio::time::timeout(CALL_TIMEOUT, call(command)).await {
+            Ok(result) => result.map_err(|e| self.spawn_error(e)),
+            Err(_) => Err(RuntimeError::TimedOut {
+                operation,
+                id: id.to_string(),
+                seconds: CALL_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
     fn blocking_command(&self) -> std::process::Command {
         let mut command = std::process::Command::new(&self.binary);
         command.arg("--root").arg(&self.state_root);
@@ -113,8 +145,8 @@ impl Runtime {
         // A leftover from an earlier attempt would be mistaken for this one's.
         let _ = std::fs::remove_file(&log);
         let _ = std::fs::remove_file(&pid_file);
-        let status = self
-            .command()
+        let mut command = self.command();
+        command
             .arg("--log")
             .arg(&log)
             .args(["--log-format", "json", "create", "--bundle"])
@@ -124,10 +156,10 @@ impl Runtime {
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .status()
-            .await
-            .map_err(|e| self.spawn_error(e))?;
+            .stderr(Stdio::from(stderr));
+        let status = self
+            .bounded("create", id, &mut command, async |c| c.status().await)
+            .await?;
         if !status.success() {
             return Err(RuntimeError::Failed {
                 operation: "create",
@@ -148,25 +180,23 @@ impl Runtime {
 
     /// `start`: the init process execs the task's program.
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut command = self.command();
+        command.args(["start", id]).stdin(Stdio::null());
         let output = self
-            .command()
-            .args(["start", id])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| self.spawn_error(e))?;
+            .bounded("start", id, &mut command, async |c| c.output().await)
+            .await?;
         checked("start", id, output)
     }
 
     /// `kill ID SIGNAL`, waited for.
     pub async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        let output = self
-            .command()
+        let mut command = self.command();
+        command
             .args(["kill", id, &signal.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| self.spawn_error(e))?;
+            .stdin(Stdio::null());
+        let output = self
+            .bounded("kill", id, &mut command, async |c| c.output().await)
+            .await?;
         checked("kill", id, output)
     }
 

@@ -146,12 +146,7 @@ fn find_sandbox(work_dir: &Path, request: &LogRequest) -> Result<PathBuf, LogErr
         }
     }
     let executor_id = executor_id.unwrap_or_default();
-    let runs_dir = work_dir
-        .join("frameworks")
-        .join(&request.framework_id)
-        .join("executors")
-        .join(&executor_id)
-        .join("runs");
+    let runs_dir = super::executor_runs_dir(work_dir, &request.framework_id, &executor_id);
     let not_found = || {
         LogError::NotFound(format!(
             "no sandbox of executor '{executor_id}' of framework '{}' on this agent",

@@ -12,3 +12,16 @@ pub use output::{
     open_task_output,
 };
 pub use rotation::RotationPolicy;
+
+use std::path::{Path, PathBuf};
+
+/// Where the sandboxes of executor `executor_id` of `framework_id` live under the
+/// agent's `work_dir`: one directory per run, named by the run's container id.
+pub fn executor_runs_dir(work_dir: &Path, framework_id: &str, executor_id: &str) -> PathBuf {
+    work_dir
+        .join("frameworks")
+        .join(framework_id)
+        .join("executors")
+        .join(executor_id)
+        .join("runs")
+}

@@ -129,19 +129,44 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Reads `.NAME.offset`; a missing file means nothing was rotated yet.
+/// Writes `path` as a new regular file, replacing whatever entry was there
+/// without following it: the sandbox is the task's to write, and a symlink it
+/// planted must not make the executor overwrite a file outside.
+fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // O_EXCL: fails on anything (a symlink included) created there meanwhile.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// Longest `.NAME.offset` read: a decimal u64 and a newline, with room to spare.
+const OFFSET_FILE_MAX: u64 = 64;
+
+/// Reads `.NAME.offset`; a missing file means nothing was rotated yet. Opened like
+/// the stream files (no symlink, no FIFO) and read boundedly, so whatever the task
+/// put there cannot hang or exhaust the reader.
 fn read_start(dir: &Path, name: &str) -> io::Result<u64> {
     let path = offset_path(dir, name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} does not hold an offset", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
+    let Some(file) = open_for_reading(&path)? else {
+        return Ok(0);
+    };
+    let mut text = String::new();
+    file.take(OFFSET_FILE_MAX)
+        .read_to_string(&mut text)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    text.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not hold an offset", path.display()),
+        )
+    })
 }
 
 /// The writing end of one rotated stream. One per stream per process: two writers
@@ -217,7 +242,7 @@ impl RotatingFile {
         std::fs::rename(&current, rotated_path(&self.dir, &self.name, 1))?;
         let start = self.start + self.size;
         let staged = self.dir.join(format!(".{}.offset.new", self.name));
-        std::fs::write(&staged, format!("{start}\n"))?;
+        write_new_file(&staged, format!("{start}\n").as_bytes())?;
         std::fs::rename(&staged, offset_path(&self.dir, &self.name))?;
         self.file = open_current(&current)?;
         self.start = start;
@@ -470,6 +495,44 @@ mod tests {
         let err = read(dir.path(), "stdout", Some(0), 10).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
         assert!(RotatingFile::open(dir.path(), "stdout", RotationPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn rotation_does_not_write_through_a_planted_symlink() {
+        let dir = temp_dir();
+        let outside = temp_dir();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".stdout.offset.new")).unwrap();
+        let mut writer = RotatingFile::open(dir.path(), "stdout", policy(4, 1)).unwrap();
+        writer.write_all(b"0123456789").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            read(dir.path(), "stdout", Some(0), 100).unwrap().data,
+            b"456789"
+        );
+    }
+
+    #[test]
+    fn an_offset_file_that_is_no_regular_file_is_refused() {
+        let dir = temp_dir();
+        // A FIFO would block the reader forever, /dev/zero would never end.
+        let fifo = std::ffi::CString::new(
+            dir.path()
+                .join(".stdout.offset")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = read(dir.path(), "stdout", Some(0), 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        std::fs::remove_file(dir.path().join(".stdout.offset")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(".stderr.offset")).unwrap();
+        let err = read(dir.path(), "stderr", Some(0), 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(RotatingFile::open(dir.path(), "stderr", RotationPolicy::default()).is_err());
     }
 
     #[test]

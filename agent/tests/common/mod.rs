@@ -194,6 +194,20 @@ impl Attach {
         .await;
     }
 
+    pub async fn run_task_group(
+        &self,
+        framework: pb::FrameworkInfo,
+        executor: pb::ExecutorInfo,
+        tasks: Vec<pb::TaskInfo>,
+    ) {
+        self.send(ToAgent::RunTaskGroup(pb::master_message::RunTaskGroup {
+            framework_info: Some(framework),
+            executor: Some(executor),
+            task_group: Some(pb::TaskGroupInfo { tasks }),
+        }))
+        .await;
+    }
+
     pub async fn kill_task(&self, framework_id: &str, task_id: &str, grace: Option<f64>) {
         self.send(ToAgent::KillTask(pb::master_message::KillTask {
             framework_id: Some(pb::FrameworkId {
@@ -309,11 +323,34 @@ pub async fn start_agent(config: AgentConfig) -> AgentHandle {
         .expect("the agent starts")
 }
 
+/// Starts an agent again on `addr`, the port of one that was shut down, as a restarted
+/// agent process would: with that agent's work dir in `config` it recovers its state,
+/// and its executors find it where they left it.
+pub async fn restart_agent(addr: SocketAddr, config: AgentConfig) -> AgentHandle {
+    let listener = TcpListener::bind(addr)
+        .await
+        .expect("the stopped agent's port is free");
+    Agent::start(config, listener)
+        .await
+        .expect("the restarted agent starts")
+}
+
 pub fn framework(id: &str) -> pb::FrameworkInfo {
     pb::FrameworkInfo {
         id: Some(pb::FrameworkId { value: id.into() }),
         name: "test".into(),
         user: "nobody".into(),
+        ..Default::default()
+    }
+}
+
+/// The default executor's info for a task group run by executor `executor_id`.
+pub fn group_executor(executor_id: &str) -> pb::ExecutorInfo {
+    pb::ExecutorInfo {
+        r#type: pb::executor_info::Type::Default as i32,
+        executor_id: Some(pb::ExecutorId {
+            value: executor_id.into(),
+        }),
         ..Default::default()
     }
 }
@@ -333,12 +370,7 @@ pub fn shell_task(id: &str, command: &str) -> pb::TaskInfo {
 
 /// The sandboxes (one per run) of an executor.
 pub fn sandboxes(work_dir: &Path, framework_id: &str, executor_id: &str) -> Vec<PathBuf> {
-    let runs = work_dir
-        .join("frameworks")
-        .join(framework_id)
-        .join("executors")
-        .join(executor_id)
-        .join("runs");
+    let runs = agora_agent::sandbox::executor_runs_dir(work_dir, framework_id, executor_id);
     std::fs::read_dir(runs)
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default()

@@ -66,6 +66,11 @@ pub struct AgentArgs {
     /// re-registers with the same id.
     #[arg(long, default_value = "./agora-agent")]
     pub work_dir: PathBuf,
+    /// Directory holding the `agora-executor` binary (`cargo build --release -p
+    /// agora-agent`), which costs less memory per executor than the default: this
+    /// binary run as `agora executor`.
+    #[arg(long)]
+    pub launcher_dir: Option<PathBuf>,
     /// Hostname reported to the master (default: this machine's).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -80,6 +85,10 @@ pub struct AgentArgs {
     /// How long a started executor has to subscribe.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub executor_registration_timeout: Duration,
+    /// How long executors still running have to re-subscribe after the agent
+    /// restarted before their tasks are failed (Mesos: 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub executor_reregistration_timeout: Duration,
     /// SIGTERM→SIGKILL grace when a task names none.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub kill_grace: Duration,
@@ -158,8 +167,27 @@ fn parse_recover_mode(text: &str) -> Result<RecoverMode, String> {
     text.parse()
 }
 
-/// The command that starts the built-in command executor: this same binary.
-pub fn executor_command() -> anyhow::Result<Vec<std::ffi::OsString>> {
+/// The built-in executor's own binary: a fraction of this one's size, so each of the
+/// agent's executors costs less memory (about 4 MiB RSS against 7.5).
+pub const EXECUTOR_BINARY: &str = "agora-executor";
+
+/// The command that starts the built-in executor: `agora-executor` from
+/// `launcher_dir` (Mesos' `--launcher_dir`), else this same binary as
+/// `agora executor`.
+pub fn executor_command(
+    launcher_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    if let Some(dir) = launcher_dir {
+        let executor = dir.join(EXECUTOR_BINARY);
+        anyhow::ensure!(
+            executor.is_file(),
+            "--launcher-dir {}: there is no {EXECUTOR_BINARY} in it",
+            dir.display()
+        );
+        return Ok(vec![executor.into_os_string()]);
+    }
+    // Never picked up implicitly from next to this binary: a stale one left by an
+    // older build would run tasks with older code than the agent's.
     let exe = std::env::current_exe().context("cannot find this binary to start executors with")?;
     Ok(vec![exe.into_os_string(), "executor".into()])
 }
@@ -169,7 +197,7 @@ pub fn config(args: &AgentArgs, logger: slog::Logger) -> anyhow::Result<AgentCon
     let mut config = AgentConfig::new(
         args.master.clone(),
         args.work_dir.clone(),
-        executor_command()?,
+        executor_command(args.launcher_dir.as_deref())?,
         logger,
     );
     if let Some(hostname) = &args.hostname {
@@ -184,6 +212,7 @@ pub fn config(args: &AgentArgs, logger: slog::Logger) -> anyhow::Result<AgentCon
     config.status_update_retry_min = args.status_update_retry_min;
     config.status_update_retry_max = args.status_update_retry_max;
     config.executor_registration_timeout = args.executor_registration_timeout;
+    config.executor_reregistration_timeout = args.executor_reregistration_timeout;
     config.default_kill_grace = args.kill_grace;
     config.container_log = agora_agent::sandbox::RotationPolicy::new(
         args.container_log_max_size,
@@ -235,7 +264,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{EXECUTOR_BINARY, executor_command, parse_bytes};
+
+    #[test]
+    fn the_launcher_dir_names_the_executor_binary() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let error = executor_command(Some(dir.path())).expect_err("no binary there yet");
+        assert!(error.to_string().contains(EXECUTOR_BINARY), "{error}");
+        std::fs::write(dir.path().join(EXECUTOR_BINARY), b"").expect("write");
+        let command = executor_command(Some(dir.path())).expect("found");
+        assert_eq!(
+            command,
+            vec![dir.path().join(EXECUTOR_BINARY).into_os_string()]
+        );
+        let fallback = executor_command(None).expect("this binary");
+        assert_eq!(fallback.len(), 2);
+        assert_eq!(fallback[1], "executor");
+    }
 
     #[test]
     fn sizes() {

@@ -319,7 +319,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .map(|(id, address)| (id, address, started_at.elapsed()))
     };
 
-    let executor_command = super::agent::executor_command()?;
+    let executor_command = super::agent::executor_command(None)?;
     let data_dir_images = std::path::absolute(args.data_dir.join("images"))
         .context("cannot resolve the image store directory")?;
     let mut agents = Vec::new();

@@ -35,6 +35,8 @@ pub struct HelloOptions {
     pub mem: f64,
     /// How long a declined offer stays away; short, so leftovers come back quickly.
     pub refuse_seconds: f64,
+    /// Image from the agents' image store to run every task in (oci agents only).
+    pub image: Option<String>,
 }
 
 impl Default for HelloOptions {
@@ -46,6 +48,7 @@ impl Default for HelloOptions {
             cpus: 0.1,
             mem: 32.0,
             refuse_seconds: 1.0,
+            image: None,
         }
     }
 }
@@ -107,10 +110,13 @@ impl Scheduler for Hello {
             let (mut tasks, mut ids) = (Vec::new(), Vec::new());
             while self.launched + tasks.len() < self.opts.tasks {
                 let id = format!("hello-{}", self.launched + tasks.len());
-                let task = TaskBuilder::new(&id)
+                let mut task = TaskBuilder::new(&id)
                     .shell(&self.opts.cmd)
                     .cpus(self.opts.cpus)
                     .mem(self.opts.mem);
+                if let Some(image) = &self.opts.image {
+                    task = task.image(image);
+                }
                 match room.take(&task) {
                     Ok(info) => (tasks.push(info), ids.push(id)),
                     Err(_) => break,

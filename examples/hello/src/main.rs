@@ -31,6 +31,10 @@ struct Args {
     /// Memory per task, in MB.
     #[arg(long, default_value_t = 32.0)]
     mem: f64,
+    /// Runs every task in this image from the agents' image store (`agora image
+    /// import`); needs agents with the oci containerizer.
+    #[arg(long)]
+    image: Option<String>,
     /// Seconds a declined offer is not offered again.
     #[arg(long, default_value_t = 1.0)]
     refuse_seconds: f64,
@@ -49,6 +53,7 @@ async fn main() -> ExitCode {
         cpus: args.cpus,
         mem: args.mem,
         refuse_seconds: args.refuse_seconds,
+        image: args.image,
     };
     match agora_hello::run(opts, agora_sdk::stderr_logger(args.verbose)).await {
         Ok(report) => {

@@ -15,7 +15,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use super::handle::Call;
-use super::{Executor, ExecutorEnv, ExecutorError, ExecutorHandle};
+use super::{EnvError, Executor, ExecutorEnv, ExecutorError, ExecutorHandle};
 use crate::backoff::Backoff;
 
 /// First wait between subscription attempts; doubles up to [`SUBSCRIBE_BACKOFF_MAX`].
@@ -188,10 +188,10 @@ impl ExecutorDriver {
     ) -> Result<tonic::Streaming<pb::ExecutorEvent>, Result<String, ExecutorError>> {
         let endpoint = Endpoint::from_shared(self.env.agent_endpoint.clone())
             .map_err(|e| {
-                Err(ExecutorError::InvalidEnv {
+                Err(ExecutorError::Env(EnvError::Invalid {
                     name: super::env::AGENT_ENDPOINT,
                     reason: e.to_string(),
-                })
+                }))
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);

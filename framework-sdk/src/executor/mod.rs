@@ -60,18 +60,16 @@ use agora_core::limits::LimitError;
 use agora_proto as pb;
 
 pub use driver::ExecutorDriver;
-pub use env::ExecutorEnv;
+pub use env::{EnvError, ExecutorEnv};
 pub use handle::ExecutorHandle;
 
 /// Why the executor driver (or one of its calls) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecutorError {
-    /// A variable the agent sets is missing: the program was not started by an agent.
-    #[error("{0} is not set; executors are started by an agent, which sets it")]
-    MissingEnv(&'static str),
-    /// A variable the agent sets cannot be used.
-    #[error("{name}: {reason}")]
-    InvalidEnv { name: &'static str, reason: String },
+    /// A variable the agent sets is missing or cannot be used: the program was not
+    /// started by an agent, or not by one that speaks this protocol.
+    #[error(transparent)]
+    Env(#[from] EnvError),
     /// The agent refused the subscription for good (unknown executor, bad token).
     #[error("the agent refused the executor: {0}")]
     Refused(String),

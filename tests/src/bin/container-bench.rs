@@ -3,8 +3,13 @@
 //! busybox.
 //!
 //! ```text
+//! cargo build --profile executor -p agora-agent --bin agora-executor
 //! cargo run --release -p agora-tests --bin container-bench -- --tasks 1000
 //! ```
+//!
+//! With `agora-executor` built (the `executor` profile's, else the release one), the
+//! agent runs that (`--launcher-dir`), as a production agent would; otherwise this
+//! binary as `agora executor`.
 //!
 //! What it does:
 //! 1. Builds a busybox OCI image layout ([`agora_tests::images::busybox_layout`]) and
@@ -63,13 +68,7 @@ impl Options {
             cpu_seconds: 3,
             log_level: "warn".into(),
         };
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                return Err(USAGE.into());
-            }
-            let value = args
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        while let Some((flag, value)) = agora_tests::bench::next_flag(&mut args, USAGE)? {
             let count = || {
                 value
                     .parse::<usize>()
@@ -150,6 +149,25 @@ async fn run(options: Options) -> Result<(), String> {
             Runtime::new(runc.clone(), dir.join("raw-runc")),
         ],
     };
+    // The dedicated executor binary when it was built next to this one (as
+    // `agora agent --launcher-dir` runs it in production); else `agora executor`.
+    // The `executor` profile's build (smaller) first, then the release one.
+    let launcher_dir = exe.parent().and_then(|dir| {
+        [dir.join("../executor"), dir.to_path_buf()]
+            .into_iter()
+            .find(|candidate| candidate.join("agora-executor").is_file())
+    });
+    match &launcher_dir {
+        Some(dir) => println!("executors: {}/agora-executor", dir.display()),
+        None => println!(
+            "executors: this binary as `agora executor` (build the smaller agora-executor \
+             with `cargo build --profile executor -p agora-agent --bin agora-executor`)"
+        ),
+    }
+    let launcher_args: Vec<std::ffi::OsString> = match &launcher_dir {
+        Some(dir) => vec!["--launcher-dir".into(), dir.clone().into_os_string()],
+        None => Vec::new(),
+    };
     let agent = tokio::process::Command::new(&exe)
         .env(RUN_AS_AGORA, "1")
         .args([
@@ -167,6 +185,7 @@ async fn run(options: Options) -> Result<(), String> {
         .arg("--image-store")
         .arg(&store_dir)
         .args(["--log-level", &options.log_level])
+        .args(&launcher_args)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -88,13 +88,7 @@ const USAGE: &str = "usage: ha-bench [--masters N] [--agents N] [--tasks N] [--o
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut options = Options::default();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                return Err(USAGE.into());
-            }
-            let value = args
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        while let Some((flag, value)) = agora_tests::bench::next_flag(&mut args, USAGE)? {
             let number = || {
                 value
                     .parse::<usize>()
