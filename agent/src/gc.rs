@@ -257,6 +257,17 @@ impl GarbageCollector {
             .into_iter()
             .filter(|sandbox| !runs::is_checkpointed(&self.work_dir, sandbox))
             .collect();
+        // A container root its executor left mounted (it died with the agent down) is
+        // no part of the sandbox: measuring or removing through it would walk the
+        // image and fail with EBUSY on every pass. Nothing runs in a finished run.
+        for sandbox in &finished {
+            for mount in crate::oci::bundle::mounts_under(&sandbox.container_id) {
+                if let Err(e) = crate::oci::bundle::unmount(&mount) {
+                    warn!(self.logger, "cannot unmount a finished container's root";
+                        "path" => %mount.display(), "error" => %e);
+                }
+            }
+        }
         self.first_seen
             .retain(|dir, _| finished.iter().any(|s| &s.dir == dir));
         let candidates: Vec<Candidate> = finished
@@ -402,5 +413,48 @@ mod tests {
             "a checkpointed run keeps its sandbox"
         );
         assert_eq!(collector.metrics.sandboxes_collected.get(), 1);
+    }
+
+    #[test]
+    fn a_container_root_left_mounted_is_unmounted_and_its_sandbox_collected() {
+        let work = tempfile::tempdir().unwrap();
+        let run = uuid::Uuid::new_v4().to_string();
+        let sandbox = work
+            .path()
+            .join(format!("frameworks/f/executors/e/runs/{run}"));
+        let rootfs = sandbox.join(".container/0/rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&rootfs)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("skipped: cannot mount a tmpfs here (not root?)");
+            return;
+        }
+        std::fs::write(rootfs.join("inside"), "image file").unwrap();
+        let mut collector = GarbageCollector::new(
+            work.path().to_path_buf(),
+            GcSettings {
+                policy: GcPolicy {
+                    delay: Duration::from_secs(60),
+                    disk_headroom: 0.0,
+                },
+                interval: Duration::from_secs(1),
+            },
+            Arc::new(Metrics::new()),
+            Logger::root(slog::Discard, slog::o!()),
+        );
+        let now = SystemTime::now();
+        collector.collect_once(now);
+        let still_mounted = crate::oci::bundle::mounts_under(&run);
+        // Unmount by hand before failing, so a broken collector leaves no mount.
+        for mount in &still_mounted {
+            let _ = crate::oci::bundle::unmount(mount);
+        }
+        assert!(still_mounted.is_empty(), "unmounted: {still_mounted:?}");
+        collector.collect_once(now + Duration::from_secs(3600));
+        assert!(!sandbox.exists(), "collected once unmounted");
     }
 }
