@@ -58,6 +58,9 @@ pub struct TaskBuilder {
     ports: u64,
     /// Extra environment variables for the command, in order.
     env: Vec<(String, String)>,
+    /// Files fetched into the sandbox before the command starts, added after the
+    /// command's own URIs, in order.
+    uris: Vec<pb::command_info::Uri>,
     /// Task labels, in order.
     labels: Vec<(String, String)>,
     /// Image (from the agents' image store) the task's root filesystem comes from;
@@ -130,6 +133,22 @@ impl TaskBuilder {
     /// `$PORT1`, ... and the first also as `$PORT` (Marathon's convention).
     pub fn ports(mut self, count: u64) -> Self {
         self.ports = count;
+        self
+    }
+
+    /// Fetches `value` (`http://`, `file://` or an absolute path) into the sandbox
+    /// before the command starts, under the last component of its path.
+    pub fn uri(self, value: impl Into<String>) -> Self {
+        self.fetch(pb::command_info::Uri {
+            value: value.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Fetches `uri` into the sandbox before the command starts (`executable`,
+    /// `extract` and `output_file` as Mesos' fetcher reads them).
+    pub fn fetch(mut self, uri: pb::command_info::Uri) -> Self {
+        self.uris.push(uri);
         self
     }
 
@@ -232,6 +251,7 @@ impl OfferResources {
             .map_err(|e| task.invalid(e.to_string()))?;
 
         let mut command = task.command.clone().unwrap_or_default();
+        command.uris.extend(task.uris.iter().cloned());
         let environment = command.environment.get_or_insert_with(Default::default);
         let port_vars = ports
             .iter()

@@ -630,3 +630,54 @@ async fn an_agent_without_the_oci_containerizer_fails_image_tasks() {
     fw.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_uris_are_in_the_container_sandbox() {
+    if require_runc().is_none() || agora_tests::images::require_busybox().is_none() {
+        return;
+    }
+    let (cluster, mut fw) = start().await;
+    let layout = agora_tests::images::busybox_layout(cluster.data_dir()).expect("a busybox layout");
+    agora_agent::images::ImageStore::open(&cluster.data_dir().join("images"))
+        .and_then(|store| store.import(&layout, Some("busybox")))
+        .expect("the image imports");
+    let greeting = cluster.data_dir().join("greeting.txt");
+    std::fs::write(&greeting, "hello container\n").expect("write the file");
+    let agent = OciAgent::start(&cluster, "agent-fetch", &[]).await;
+    let fetching = |task: pb::TaskInfo| {
+        let mut task = task;
+        if let Some(command) = &mut task.command {
+            command.uris.push(pb::command_info::Uri {
+                value: format!("file://{}", greeting.display()),
+                ..Default::default()
+            });
+        }
+        task
+    };
+    let check = "[ \"$(cat /mnt/mesos/sandbox/greeting.txt)\" = 'hello container' ] \
+                 && [ \"$(cat greeting.txt)\" = 'hello container' ]";
+    launch_on_offer(&mut fw, |agent_id| {
+        vec![
+            with_container(
+                fetching(shell_task("in-image", agent_id, check, "cpus:0.2;mem:64")),
+                image("busybox"),
+            ),
+            with_container(
+                fetching(shell_task("host-root", agent_id, check, "cpus:0.2;mem:64")),
+                docker(),
+            ),
+        ]
+    })
+    .await;
+    for task in ["in-image", "host-root"] {
+        let status = fw.wait_for_terminal(task).await;
+        assert_eq!(status.state(), pb::TaskState::TaskFinished, "{status:?}");
+    }
+    eventually("the overlay to be unmounted", || {
+        agora_agent::oci::bundle::mounts_under("agent-fetch").is_empty()
+    })
+    .await;
+    drop(agent);
+    fw.stop().await;
+    cluster.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! LAUNCH (the command executor) or the tasks of a LAUNCH_GROUP (the default
 //! executor), all in the executor's sandbox.
 //!
-//! For each task it reports TASK_STARTING, starts the command in its own process
+//! For each task it reports TASK_STARTING, fetches its URIs into the sandbox
+//! (`fetcher`; a failure is TASK_FAILED), starts the command in its own process
 //! group and reports TASK_RUNNING; when the command ends it reports TASK_FINISHED
 //! (exit 0) or TASK_FAILED with the exit code. On KILL it reports TASK_KILLING (if
 //! the framework understands it), sends SIGTERM to the group and SIGKILL after the
@@ -22,10 +23,12 @@
 //!
 //! - [`env`](mod@env): the variables the agent sets for executors.
 //! - `tasks`: the per-task state and waiting for any task's process.
+//! - `fetcher`: the task's URIs, downloaded into the sandbox before it starts.
 //! - `health`: health checks (policy, probes).
 //! - `task_process`: starting, signalling and describing a task's process.
 
 pub mod env;
+mod fetcher;
 mod health;
 mod task_process;
 mod tasks;
@@ -452,6 +455,13 @@ impl CommandExecutor {
             status(TaskState::TaskStarting, Reason::Unspecified, ""),
         )
         .await;
+        // As Mesos' fetcher: after TASK_STARTING, before the command. Events wait
+        // meanwhile; each download is bounded by the fetcher's timeout.
+        let uris = info.command.as_ref().map_or(&[][..], |c| &c.uris[..]);
+        let logger = self.logger.new(slog::o!("task_id" => task_id.to_string()));
+        fetcher::fetch_all(uris, self.env.common.sandbox.as_deref(), &logger)
+            .await
+            .map_err(|e| (Reason::ContainerLaunchFailed, e.to_string()))?;
         let process = TaskProcess::launch(&info, &self.env).await?;
         let checker = match checker {
             // Checked above already: the same check cannot fail now.

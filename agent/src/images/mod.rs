@@ -21,7 +21,7 @@
 
 mod layout;
 mod name;
-mod unpack;
+pub(crate) mod unpack;
 
 #[cfg(test)]
 mod tests;

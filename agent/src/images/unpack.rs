@@ -49,8 +49,8 @@ pub fn decompress<'a, R: BufRead + 'a>(mut reader: R) -> Result<Box<dyn Read + '
 
 /// A reader that remembers whether its input ran out, so that a tar cut off at an
 /// entry boundary (no end-of-archive blocks) is told from a complete one.
-struct EofTracker<R> {
-    inner: R,
+pub(crate) struct EofTracker<R> {
+    pub(crate) inner: R,
     /// A read returned 0: the input is exhausted.
     reached_eof: bool,
 }
@@ -67,7 +67,7 @@ impl<R: Read> Read for EofTracker<R> {
 
 /// The components of a tar entry's path, relative to the archive root; refuses
 /// absolute paths and `..`. `./` prefixes are dropped.
-fn relative_components(path: &Path) -> Result<Vec<OsString>, String> {
+pub(crate) fn relative_components(path: &Path) -> Result<Vec<OsString>, String> {
     let mut components = Vec::new();
     for component in path.components() {
         match component {
@@ -90,7 +90,11 @@ fn relative_components(path: &Path) -> Result<Vec<OsString>, String> {
 /// Makes sure every directory of `parents` exists under `root`, creating missing ones
 /// (mode 0755, as tar does) and refusing to go through anything that is not a real
 /// directory. Returns the path of the innermost one.
-fn ensure_directories(root: &Path, parents: &[OsString], entry: &Path) -> Result<PathBuf, String> {
+pub(crate) fn ensure_directories(
+    root: &Path,
+    parents: &[OsString],
+    entry: &Path,
+) -> Result<PathBuf, String> {
     let mut path = root.to_path_buf();
     for component in parents {
         path.push(component);
@@ -123,7 +127,7 @@ fn ensure_directories(root: &Path, parents: &[OsString], entry: &Path) -> Result
 /// Clears `path` for a new entry: an existing directory stays when the new entry is
 /// one too (its contents are kept, as tar does); anything else is removed.
 /// Returns whether a directory was kept.
-fn clear_for(path: &Path, new_is_dir: bool) -> Result<bool, String> {
+pub(crate) fn clear_for(path: &Path, new_is_dir: bool) -> Result<bool, String> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
             if new_is_dir {
@@ -210,7 +214,7 @@ fn lchown(path: &Path, uid: u64, gid: u64) -> Result<(), String> {
 }
 
 /// Sets `path`'s modification (and access) time without following a symlink.
-fn set_mtime(path: &Path, mtime: u64) -> Result<(), String> {
+pub(crate) fn set_mtime(path: &Path, mtime: u64) -> Result<(), String> {
     let c = c_path(path)?;
     let seconds = libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX);
     let time = libc::timespec {
@@ -233,13 +237,41 @@ fn set_mtime(path: &Path, mtime: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn chmod(path: &Path, mode: u32) -> Result<(), String> {
+pub(crate) fn chmod(path: &Path, mode: u32) -> Result<(), String> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
 }
 
+/// Writes a regular file entry's bytes to `path` (replaced beforehand, created
+/// anew, never through a symlink, mode 0600 until the caller sets the entry's own);
+/// an entry with fewer bytes than its header says is truncated.
+pub(crate) fn write_regular<R: io::Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &Path,
+    entry_path: &Path,
+) -> Result<(), String> {
+    clear_for(path, false)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let expected = entry.size();
+    let written = io::copy(entry, &mut file)
+        .map_err(|e| format!("cannot unpack '{}': {e}", entry_path.display()))?;
+    if written != expected {
+        return Err(format!(
+            "is truncated: entry '{}' has {written} of its {expected} bytes",
+            entry_path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The target of the link `entry` (a `kind`, for messages) at `entry_path`.
-fn link_target<R: Read>(
+pub(crate) fn link_target<R: Read>(
     entry: &tar::Entry<'_, R>,
     entry_path: &Path,
     kind: &str,
@@ -257,14 +289,14 @@ fn link_target<R: Read>(
 }
 
 /// One entry of a tar being unpacked, its path checked.
-struct CheckedEntry<'p> {
+pub(crate) struct CheckedEntry<'p> {
     /// The path as the tar names it (for messages).
-    entry_path: &'p Path,
+    pub(crate) entry_path: &'p Path,
     /// The directory the entry goes in: under the root, and a real directory
     /// (no symlink on the way).
-    parent: PathBuf,
+    pub(crate) parent: PathBuf,
     /// The entry's last path component.
-    file_name: &'p OsStr,
+    pub(crate) file_name: &'p OsStr,
 }
 
 /// Walks the tar `reader` holds, calling `visit` with each entry whose path stays
@@ -272,7 +304,7 @@ struct CheckedEntry<'p> {
 /// skipped); any other path fails the walk. `subject` starts the messages about the
 /// tar itself (`""` or `"it "`). Fails on a truncated tar; returns the tracker so
 /// that the caller can read what follows the end-of-archive blocks.
-fn walk_entries<R: Read>(
+pub(crate) fn walk_entries<R: Read>(
     reader: R,
     root: &Path,
     subject: &str,
@@ -370,24 +402,7 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<(), String> {
                 directory_times.push((path.clone(), mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                clear_for(&path, false)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let expected = entry.size();
-                let written = io::copy(entry, &mut file)
-                    .map_err(|e| format!("cannot unpack '{}': {e}", entry_path.display()))?;
-                if written != expected {
-                    return Err(format!(
-                        "is truncated: entry '{}' has {written} of its {expected} bytes",
-                        entry_path.display()
-                    ));
-                }
-                drop(file);
+                write_regular(entry, &path, entry_path)?;
                 lchown(&path, uid, gid)?;
                 chmod(&path, mode)?;
                 set_mtime(&path, mtime)?;
