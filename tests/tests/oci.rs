@@ -30,12 +30,18 @@ struct OciAgent {
 impl OciAgent {
     async fn start(cluster: &TestCluster, name: &str, extra: &[&str]) -> Self {
         let work_dir = cluster.data_dir().join(name);
+        // A fixed port for the agent's life, restarts included: its executors keep
+        // the address they were given and re-subscribe to the restarted agent there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--master".into(),
             cluster.master_addr.clone(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{port}"),
             "--work-dir".into(),
             work_dir.display().to_string(),
             "--resources".into(),
@@ -78,6 +84,8 @@ impl OciAgent {
             .expect("the agent process starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
+        // AGORA_TEST_LOG=1 shows the agent's log with the test's output.
+        let show = std::env::var_os("AGORA_TEST_LOG").is_some();
         within("the agent to register", async {
             loop {
                 let line = lines
@@ -85,13 +93,22 @@ impl OciAgent {
                     .await
                     .expect("readable output")
                     .expect("the agent runs until it registered");
+                if show {
+                    eprintln!("agent: {line}");
+                }
                 if line.contains("registered") {
                     break;
                 }
             }
         })
         .await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if show {
+                    eprintln!("agent: {line}");
+                }
+            }
+        });
         self.child = Some(child);
     }
 
@@ -201,6 +218,20 @@ async fn start() -> (TestCluster, TestFramework) {
     let cluster = ClusterBuilder::new(node_bin!()).agents(0).start().await;
     let fw = TestFramework::start(&cluster.master_addr, TestFramework::info("oci", 3600.0)).await;
     (cluster, fw)
+}
+
+/// [`start`] with a busybox image imported into the store the agents use, or `None`
+/// when the test is skipped (no runc or busybox).
+async fn start_with_busybox() -> Option<(TestCluster, TestFramework)> {
+    if require_runc().is_none() || agora_tests::images::require_busybox().is_none() {
+        return None;
+    }
+    let (cluster, fw) = start().await;
+    let layout = agora_tests::images::busybox_layout(cluster.data_dir()).expect("a busybox layout");
+    agora_agent::images::ImageStore::open(&cluster.data_dir().join("images"))
+        .and_then(|store| store.import(&layout, Some("busybox")))
+        .expect("the image imports");
+    Some((cluster, fw))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,14 +410,9 @@ async fn a_task_over_its_memory_is_oom_killed_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_task_runs_in_its_image_with_the_sandbox_mounted() {
-    if require_runc().is_none() || agora_tests::images::require_busybox().is_none() {
+    let Some((cluster, mut fw)) = start_with_busybox().await else {
         return;
-    }
-    let (cluster, mut fw) = start().await;
-    let layout = agora_tests::images::busybox_layout(cluster.data_dir()).expect("a busybox layout");
-    agora_agent::images::ImageStore::open(&cluster.data_dir().join("images"))
-        .and_then(|store| store.import(&layout, Some("busybox")))
-        .expect("the image imports");
+    };
     let agent = OciAgent::start(&cluster, "agent-image", &[]).await;
     // The image's own /etc/passwd (the host's has more), a writable root, and the
     // sandbox at Mesos' path.
@@ -595,8 +621,14 @@ async fn oci_tasks_survive_sigkill_of_their_agent_and_dead_ones_are_cleaned_up()
         )
         .await
         .expect("KILL");
-    fw.wait_for_state("survivor", pb::TaskState::TaskKilled)
+    let killed = fw
+        .wait_for_state("survivor", pb::TaskState::TaskKilled)
         .await;
+    assert_eq!(
+        killed.source(),
+        pb::task_status::Source::Executor,
+        "the reattached executor itself killed its container: {killed:?}"
+    );
     eventually("the survivor's container to be removed", || {
         !agent.containers().contains(&survivor) && !process_alive(survivor_pid)
     })
@@ -633,14 +665,9 @@ async fn an_agent_without_the_oci_containerizer_fails_image_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetched_uris_are_in_the_container_sandbox() {
-    if require_runc().is_none() || agora_tests::images::require_busybox().is_none() {
+    let Some((cluster, mut fw)) = start_with_busybox().await else {
         return;
-    }
-    let (cluster, mut fw) = start().await;
-    let layout = agora_tests::images::busybox_layout(cluster.data_dir()).expect("a busybox layout");
-    agora_agent::images::ImageStore::open(&cluster.data_dir().join("images"))
-        .and_then(|store| store.import(&layout, Some("busybox")))
-        .expect("the image imports");
+    };
     let greeting = cluster.data_dir().join("greeting.txt");
     std::fs::write(&greeting, "hello container\n").expect("write the file");
     let agent = OciAgent::start(&cluster, "agent-fetch", &[]).await;
