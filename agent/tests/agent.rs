@@ -77,11 +77,7 @@ async fn a_command_task_reports_in_order_and_each_update_is_retried_until_acked(
 
 #[tokio::test]
 async fn a_failing_command_reports_its_exit_code() {
-    let dir = TempDir::new("exit3");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("exit3").await;
     link.run_task(framework("fw"), shell_task("t3", "echo oops >&2; exit 3"))
         .await;
     let statuses = link.updates_until_terminal().await;
@@ -100,11 +96,7 @@ async fn a_failing_command_reports_its_exit_code() {
 
 #[tokio::test]
 async fn a_kill_terminates_the_task_and_reports_killing_then_killed() {
-    let dir = TempDir::new("kill");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("kill").await;
     let mut fw = framework("fw");
     fw.capabilities.push(pb::framework_info::Capability {
         r#type: pb::framework_info::capability::Type::TaskKillingState as i32,
@@ -125,11 +117,7 @@ async fn a_kill_terminates_the_task_and_reports_killing_then_killed() {
 
 #[tokio::test]
 async fn a_task_ignoring_sigterm_is_sigkilled_after_the_grace_period() {
-    let dir = TempDir::new("sigkill");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("sigkill").await;
     let task = shell_task(
         "stubborn",
         "trap '' TERM; echo ready; while true; do sleep 0.05; done",
@@ -166,11 +154,7 @@ async fn a_task_ignoring_sigterm_is_sigkilled_after_the_grace_period() {
 
 #[tokio::test]
 async fn a_missing_program_fails_with_command_not_found() {
-    let dir = TempDir::new("notfound");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("notfound").await;
     let mut task = shell_task("missing", "");
     task.command = Some(pb::CommandInfo {
         shell: false,
@@ -347,11 +331,7 @@ async fn an_executor_that_dies_fails_its_task() {
 
 #[tokio::test]
 async fn unsupported_launches_fail_and_malformed_messages_are_survived() {
-    let dir = TempDir::new("unsupported");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("unsupported").await;
 
     // Garbage first: none of it may take the agent down.
     link.send(ToAgent::RunTask(pb::master_message::RunTask {
@@ -440,11 +420,7 @@ async fn unsupported_launches_fail_and_malformed_messages_are_survived() {
 
 #[tokio::test]
 async fn executor_calls_need_a_known_executor_and_its_token() {
-    let dir = TempDir::new("token");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("token").await;
     link.run_task(framework("fw"), shell_task("guarded", "sleep 100"))
         .await;
     link.ack_until(TaskState::TaskRunning).await;
@@ -511,11 +487,7 @@ async fn executor_calls_need_a_known_executor_and_its_token() {
 
 #[tokio::test]
 async fn health_and_metrics_share_the_agent_port() {
-    let dir = TempDir::new("http");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, _link) = registered_agent("http").await;
     agent.wait_registered().await;
 
     let get = |path: &'static str| {
@@ -568,11 +540,7 @@ async fn bad_configuration_is_a_clear_error() {
 
 #[tokio::test]
 async fn shutting_down_a_framework_kills_its_tasks_and_forgets_it() {
-    let dir = TempDir::new("shutdown");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("shutdown").await;
     link.run_task(framework("fw"), shell_task("doomed", "sleep 100"))
         .await;
     link.ack_until(TaskState::TaskRunning).await;
@@ -627,11 +595,7 @@ fn task_log(work_dir: &std::path::Path, framework_id: &str, task_id: &str) -> st
 
 #[tokio::test]
 async fn finished_tasks_leave_no_checkpoints_and_the_agent_keeps_going() {
-    let dir = TempDir::new("cleanup");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("cleanup").await;
     let meta = dir.path().join("meta").join("frameworks").join("fw");
     for task in ["first", "second"] {
         link.run_task(framework("fw"), shell_task(task, "true"))

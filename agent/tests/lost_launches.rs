@@ -46,24 +46,6 @@ async fn started_executor(work_dir: &Path, executor_id: &str) -> (PathBuf, Strin
     }
 }
 
-/// Whether the agent has checkpointed `task_id` of `executor_id` (so it has
-/// handled its launch).
-fn task_checkpointed(work_dir: &Path, executor_id: &str, task_id: &str) -> bool {
-    let runs = work_dir
-        .join("meta/frameworks/fw/executors")
-        .join(executor_id)
-        .join("runs");
-    std::fs::read_dir(runs).is_ok_and(|runs| {
-        runs.filter_map(Result::ok).any(|run| {
-            run.path()
-                .join("tasks")
-                .join(task_id)
-                .join("task.info")
-                .exists()
-        })
-    })
-}
-
 async fn until_checkpointed(work_dir: &Path, executor_id: &str, task_id: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !task_checkpointed(work_dir, executor_id, task_id) {

@@ -45,11 +45,7 @@ fn terminal(seen: &BTreeMap<String, Vec<pb::TaskStatus>>, task_id: &str) -> pb::
 
 #[tokio::test]
 async fn a_failing_task_takes_its_group_down_and_the_group_shares_a_sandbox() {
-    let dir = TempDir::new("group-fail");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (dir, _master, agent, mut link) = registered_agent("group-fail").await;
     // The failing task waits for the other to have written into the shared sandbox.
     link.run_task_group(
         framework("fw"),
@@ -103,11 +99,7 @@ async fn a_failing_task_takes_its_group_down_and_the_group_shares_a_sandbox() {
 
 #[tokio::test]
 async fn a_group_of_finishing_tasks_finishes_and_its_executor_exits() {
-    let dir = TempDir::new("group-ok");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("group-ok").await;
     link.run_task_group(
         framework("fw"),
         group_executor("batch"),
@@ -130,11 +122,7 @@ async fn a_group_of_finishing_tasks_finishes_and_its_executor_exits() {
 
 #[tokio::test]
 async fn killing_one_task_of_a_group_kills_the_group() {
-    let dir = TempDir::new("group-kill");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("group-kill").await;
     link.run_task_group(
         framework("fw"),
         group_executor("pair"),
@@ -166,11 +154,7 @@ async fn killing_one_task_of_a_group_kills_the_group() {
 
 #[tokio::test]
 async fn an_invalid_group_is_refused_whole() {
-    let dir = TempDir::new("group-invalid");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("group-invalid").await;
     let mut bad = shell_task("bad", "true");
     bad.executor = Some(group_executor("other"));
     bad.command = None;
@@ -264,11 +248,7 @@ async fn a_restarted_agent_reattaches_to_a_task_group() {
 
 #[tokio::test]
 async fn a_task_failing_its_command_health_check_is_killed_unhealthy() {
-    let dir = TempDir::new("health-cmd");
-    let mut master = FakeMaster::start().await;
-    let agent = start_agent(config(master.addr, dir.path())).await;
-    let mut link = master.attach().await;
-    link.accept("agent-1", 30.0).await;
+    let (_dir, _master, agent, mut link) = registered_agent("health-cmd").await;
     // Healthy while `ok` exists in the sandbox; the task removes it after the first
     // healthy report was seen by the check (it writes `seen`).
     let mut task = shell_task(
@@ -304,24 +284,6 @@ async fn a_task_failing_its_command_health_check_is_killed_unhealthy() {
     assert_eq!(killed.healthy, Some(false));
     assert!(killed.message.contains("health check"), "{killed:?}");
     agent.shutdown().await;
-}
-
-/// Whether the agent has checkpointed `task_id` of `executor_id` (so it has
-/// handled its launch).
-fn task_checkpointed(work_dir: &std::path::Path, executor_id: &str, task_id: &str) -> bool {
-    let runs = work_dir
-        .join("meta/frameworks/fw/executors")
-        .join(executor_id)
-        .join("runs");
-    std::fs::read_dir(runs).is_ok_and(|runs| {
-        runs.filter_map(Result::ok).any(|run| {
-            run.path()
-                .join("tasks")
-                .join(task_id)
-                .join("task.info")
-                .exists()
-        })
-    })
 }
 
 #[tokio::test]

@@ -316,6 +316,36 @@ pub fn config(master: SocketAddr, work_dir: &Path) -> AgentConfig {
     config
 }
 
+/// Starts an agent with the test [`config`] on a fresh work dir named after `name`
+/// and accepts its registration as `agent-1`; returns the work dir, the fake master,
+/// the agent and its stream, each to be kept as long as the test needs it.
+pub async fn registered_agent(name: &str) -> (TempDir, FakeMaster, AgentHandle, Attach) {
+    let dir = TempDir::new(name);
+    let mut master = FakeMaster::start().await;
+    let agent = start_agent(config(master.addr, dir.path())).await;
+    let mut link = master.attach().await;
+    link.accept("agent-1", 30.0).await;
+    (dir, master, agent, link)
+}
+
+/// Whether the agent has checkpointed `task_id` of `executor_id` of framework `fw`
+/// (so it has handled its launch).
+pub fn task_checkpointed(work_dir: &Path, executor_id: &str, task_id: &str) -> bool {
+    let runs = work_dir
+        .join("meta/frameworks/fw/executors")
+        .join(executor_id)
+        .join("runs");
+    std::fs::read_dir(runs).is_ok_and(|runs| {
+        runs.filter_map(Result::ok).any(|run| {
+            run.path()
+                .join("tasks")
+                .join(task_id)
+                .join("task.info")
+                .exists()
+        })
+    })
+}
+
 pub async fn start_agent(config: AgentConfig) -> AgentHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     Agent::start(config, listener)
