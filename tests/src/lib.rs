@@ -34,6 +34,7 @@ use agora_agent::{Agent, AgentConfig, AgentHandle};
 use agora_master::{CoreTimings, Master, MasterConfig, MasterHandle};
 use agora_proto as pb;
 use agora_sdk::{DriverConfig, Scheduler, SchedulerDriver, SchedulerHandle};
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 /// The longest any test waits for one expected event before failing.
@@ -58,6 +59,36 @@ pub fn logger() -> slog::Logger {
     } else {
         slog::Logger::root(slog::Discard, slog::o!())
     }
+}
+
+/// Reads lines of `reader` until one contains `marker`; returns the text after it,
+/// up to the next whitespace, comma or slash. The rest of the output is read (and
+/// dropped) in the background so the process never writes into a closed pipe.
+pub async fn read_until<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    marker: &str,
+) -> String {
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let found = within(&format!("a line with '{marker}'"), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("readable output")
+                .unwrap_or_else(|| panic!("the process ended before printing '{marker}'"));
+            if let Some((_, rest)) = line.split_once(marker) {
+                let value: String = rest
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '/')
+                    .collect();
+                break value;
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found
 }
 
 /// Awaits `future` for at most [`WAIT`], failing the test with `what` otherwise.

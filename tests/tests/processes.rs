@@ -6,39 +6,8 @@ use std::process::Stdio;
 use agora_hello::HelloOptions;
 use agora_tests::images::{busybox_layout, require_busybox};
 use agora_tests::requirements::require_runc;
-use agora_tests::{kill_executor_sessions, logger, node_bin, within};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use agora_tests::{kill_executor_sessions, logger, node_bin, read_until, within};
 use tokio::process::{Child, Command};
-
-/// Reads lines of `reader` until one contains `marker`; returns the text after it,
-/// up to the next whitespace, comma or slash. The rest of the output is read (and
-/// dropped) in the background so the process never writes into a closed pipe.
-async fn read_until<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    reader: R,
-    marker: &str,
-) -> String {
-    let mut lines = BufReader::new(reader).lines();
-    let found = within(&format!("a line with '{marker}'"), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("readable output")
-                .unwrap_or_else(|| panic!("the process ended before printing '{marker}'"));
-            if let Some((_, rest)) = line.split_once(marker) {
-                let value: String = rest
-                    .trim_start()
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '/')
-                    .collect();
-                break value;
-            }
-        }
-    })
-    .await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    found
-}
 
 fn stop(child: &Child) {
     if let Some(pid) = child.id() {

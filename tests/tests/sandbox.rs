@@ -8,8 +8,9 @@ use std::process::Stdio;
 
 use agora_proto as pb;
 use agora_tests::requirements::require_runc;
-use agora_tests::{TestFramework, eventually, http_get, kill_executor_sessions, node_bin, within};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use agora_tests::{
+    TestFramework, eventually, http_get, kill_executor_sessions, node_bin, read_until, within,
+};
 use tokio::process::{Child, Command};
 
 /// A master and agents as separate processes, in one temporary directory.
@@ -32,26 +33,7 @@ impl Processes {
             .spawn()
             .expect("agora master starts");
         let stderr = master.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let marker = "master serving, address:";
-        let address = within("the master's address", async {
-            loop {
-                let line = lines
-                    .next_line()
-                    .await
-                    .expect("readable output")
-                    .expect("the master prints its address");
-                if let Some((_, rest)) = line.split_once(marker) {
-                    break rest
-                        .trim_start()
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != ',')
-                        .collect::<String>();
-                }
-            }
-        })
-        .await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let address = read_until(stderr, "master serving, address:").await;
         Self {
             dir,
             master: address,
