@@ -1,0 +1,1 @@
+//! Turning an app instance into the `TaskInfo` launched on an offer.

@@ -1,0 +1,42 @@
+//! Validation: Marathon's 422 body, `{message, details: [{path, errors}]}`, and the
+//! checks that produce it.
+
+use serde::Serialize;
+
+/// One invalid field: `path` is a JSON pointer-ish path as Marathon writes it
+/// (`/cpus`, `/healthChecks(0)/portIndex`, `/` for the whole object).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Violation {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+/// Marathon's 422 body.
+#[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationErrors {
+    pub message: String,
+    pub details: Vec<Violation>,
+}
+
+impl ValidationErrors {
+    /// The body for a single invalid field.
+    pub fn one(path: impl Into<String>, error: impl Into<String>) -> Self {
+        ValidationErrors {
+            message: "Object is not valid".to_string(),
+            details: vec![Violation {
+                path: path.into(),
+                errors: vec![error.into()],
+            }],
+        }
+    }
+}
+
+/// Why a request body is not an app: not JSON at all (400) or an invalid app (422).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("Invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+}

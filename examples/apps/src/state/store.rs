@@ -1,0 +1,1 @@
+//! How apps state is laid out in the masters' state store.
