@@ -29,3 +29,12 @@ pub enum AppsError {
     #[error("state store: {0}")]
     Store(String),
 }
+
+impl From<crate::model::ModelError> for AppsError {
+    fn from(error: crate::model::ModelError) -> Self {
+        match error {
+            crate::model::ModelError::InvalidJson(message) => AppsError::InvalidJson(message),
+            crate::model::ModelError::Invalid(errors) => AppsError::Invalid(errors),
+        }
+    }
+}
