@@ -502,6 +502,13 @@ pub const MAX_STORE_LIST: usize = 1000;
 pub const MAX_LEASE_NAME_LEN: usize = 256;
 pub const MIN_LEASE_TTL_SECONDS: f64 = 1.0;
 pub const MAX_LEASE_TTL_SECONDS: f64 = 3600.0;
+/// Operations in one atomic batch write.
+pub const MAX_STORE_BATCH_OPS: usize = 1000;
+/// Keys plus values of one batch write: half of [`MAX_MESSAGE_BYTES`], so the
+/// request and its raft entry, framing of every op included, stay under it.
+pub const MAX_STORE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+// Generous framing per op: tags, lengths, an expected version.
+const _: () = assert!(MAX_STORE_BATCH_BYTES + MAX_STORE_BATCH_OPS * 64 < MAX_MESSAGE_BYTES);
 
 /// Checks a non-empty string of at most `max` bytes.
 fn non_empty(field: &str, value: &str, max: usize) -> Result<(), LimitError> {

@@ -19,13 +19,22 @@
 //! the request was sent; so measuring from the send time, as the campaign does, never
 //! overestimates how long the lease lasts.
 //!
+//! # Fencing
+//! Stepping down is prompt but not instant: a deposed leader may still have writes in
+//! flight when its successor starts. While leading, [`LeaderElection::fence`] gives
+//! the lease's holder and epoch; writes through
+//! [`StateStore::fenced`](crate::StateStore::fenced) with it are refused by the
+//! master ([`StateStoreError::Fenced`]) once the lease has expired or passed to
+//! another instance, so a deposed leader cannot overwrite its successor's state.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use agora_sdk::{LeaderElection, StateStore};
 //!
 //! # async fn example() -> Result<(), agora_sdk::StateStoreError> {
 //! let store = StateStore::connect(vec!["10.0.0.1:5050".into()], "cron")?;
-//! let election = LeaderElection::campaign(store, "scheduler", "host-a/4242", Duration::from_secs(15));
+//! let election =
+//!     LeaderElection::campaign(store.clone(), "scheduler", "host-a/4242", Duration::from_secs(15));
 //! let mut leadership = election.leadership();
 //! loop {
 //!     // Stand by until this instance leads...
@@ -33,7 +42,11 @@
 //!         break; // the campaign ended (see `resign` for why)
 //!     }
 //!     // ...then work until it no longer does (run the scheduler in a task and
-//!     // abort it here).
+//!     // abort it here), writing only through the fenced client.
+//!     if let Some(fence) = election.fence() {
+//!         let writes = store.fenced(fence);
+//!         writes.put("state/owner", "host-a/4242").await?;
+//!     }
 //!     if leadership.wait_for(|leading| !*leading).await.is_err() {
 //!         break;
 //!     }
@@ -48,7 +61,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::state_store::{LeaseOutcome, StateStore, StateStoreError};
+use crate::state_store::{Fence, LeaseOutcome, StateStore, StateStoreError};
 
 /// Shortest pause between two attempts, whatever the ttl: a ttl the master refuses
 /// must not turn the campaign into a busy loop.
@@ -59,6 +72,10 @@ pub struct LeaderElection {
     /// True while this instance holds the lease and its last renewal is recent
     /// enough that the lease cannot have passed to anyone else.
     leading: watch::Receiver<bool>,
+    /// The lease's holder and epoch while leading, `None` otherwise. Set before
+    /// `leading` turns true and cleared after it turns false, so it is `Some` whenever
+    /// `leading` is true.
+    fence: watch::Receiver<Option<Fence>>,
     /// Set to true (or dropped) to end the campaign.
     resign: watch::Sender<bool>,
     /// The campaign; ends after a resignation, or with an error that retrying cannot
@@ -77,6 +94,7 @@ impl LeaderElection {
         ttl: Duration,
     ) -> LeaderElection {
         let (leading_tx, leading) = watch::channel(false);
+        let (fence_tx, fence) = watch::channel(None);
         let (resign, resign_rx) = watch::channel(false);
         let campaign = Campaign {
             store,
@@ -84,10 +102,12 @@ impl LeaderElection {
             holder: holder.into(),
             ttl,
             leading: leading_tx,
+            fence: fence_tx,
         };
         let task = tokio::spawn(campaign.run(resign_rx));
         LeaderElection {
             leading,
+            fence,
             resign,
             task,
         }
@@ -96,6 +116,16 @@ impl LeaderElection {
     /// Whether this instance leads now.
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// While this instance leads, the fence of its lease (name, this holder, the
+    /// epoch it was granted at), for [`StateStore::fenced`]; `None` otherwise.
+    pub fn fence(&self) -> Option<Fence> {
+        if self.is_leader() {
+            self.fence.borrow().clone()
+        } else {
+            None
+        }
     }
 
     /// Leadership as it changes: `true` when this instance starts leading, `false`
@@ -130,6 +160,8 @@ struct Campaign {
     ttl: Duration,
     /// Published leadership; only this task writes it.
     leading: watch::Sender<bool>,
+    /// Published fence: see [`LeaderElection::fence`]. Only this task writes it.
+    fence: watch::Sender<Option<Fence>>,
 }
 
 impl Campaign {
@@ -147,13 +179,13 @@ impl Campaign {
                 ) => attempt,
             };
             match attempt {
-                Ok(Ok(LeaseOutcome::Granted(_))) => self.set_leading(true),
-                Ok(Ok(LeaseOutcome::HeldByOther(_))) => self.set_leading(false),
+                Ok(Ok(LeaseOutcome::Granted(lease))) => self.lead(Fence::from(&lease)),
+                Ok(Ok(LeaseOutcome::HeldByOther(_))) => self.step_down(),
                 Ok(Err(e)) if is_permanent(&e) => {
-                    self.set_leading(false);
+                    self.step_down();
                     return Err(e);
                 }
-                Ok(Err(_)) | Err(_) => self.set_leading(false),
+                Ok(Err(_)) | Err(_) => self.step_down(),
             }
             tokio::select! {
                 _ = resigned(&mut resign) => break,
@@ -161,11 +193,40 @@ impl Campaign {
             }
         }
         // Stop acting as leader before anyone else can become one.
-        self.set_leading(false);
+        self.step_down();
         self.store
             .release_lease(&self.name, &self.holder)
             .await
             .map(|_released| ())
+    }
+
+    /// Publishes leadership under `fence`: the fence first, so that whoever sees
+    /// `leading` true finds it.
+    fn lead(&self, fence: Fence) {
+        // Another epoch means the lease changed hands since it was last granted here:
+        // a leadership of its own, so end the previous one first.
+        // (The borrow ends before step_down writes the channel.)
+        let new_epoch = self
+            .fence
+            .borrow()
+            .as_ref()
+            .is_some_and(|current| *current != fence);
+        if new_epoch {
+            self.step_down();
+        }
+        self.fence.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&fence);
+            *current = Some(fence);
+            changed
+        });
+        self.set_leading(true);
+    }
+
+    /// Publishes the end of leadership: `leading` first, then the fence.
+    fn step_down(&self) {
+        self.set_leading(false);
+        self.fence
+            .send_if_modified(|current| current.take().is_some());
     }
 
     fn set_leading(&self, leading: bool) {

@@ -63,7 +63,8 @@
 //! - [`executor`]: custom executors: the [`Executor`] trait and the
 //!   [`ExecutorDriver`] that connects one to the agent that started it.
 //! - [`state_store`]: [`StateStore`], the client for the masters' replicated
-//!   key-value store (versions, compare-and-set, prefix listing, leases).
+//!   key-value store (versions, compare-and-set, atomic batches, prefix listing,
+//!   leases and writes fenced by a lease).
 //! - [`leader_election`]: [`LeaderElection`], one leader among a framework's
 //!   instances, built on a state-store lease.
 //! - `backoff`: the reconnection delays (internal).
@@ -94,6 +95,6 @@ pub use offer::{OfferError, OfferResources, TaskBuilder};
 pub use scheduler::Scheduler;
 pub use slog;
 pub use state_store::{
-    CasOutcome, DeleteOutcome, Entry, Lease, LeaseOutcome, StateStore, StateStoreConfig,
-    StateStoreError,
+    BatchOp, BatchOutcome, CasOutcome, DeleteOutcome, Entry, Fence, Lease, LeaseOutcome,
+    StateStore, StateStoreConfig, StateStoreError,
 };

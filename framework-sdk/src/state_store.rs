@@ -13,12 +13,33 @@
 //! follower gives. Between full rounds of failures it backs off (tokio time, so tests
 //! can pause it), until the configured deadline.
 //!
+//! # Batches
+//! [`StateStore::batch`] applies up to `agora_core::limits::MAX_STORE_BATCH_OPS`
+//! puts, deletes, compare-and-sets and compare-and-deletes, each on a different key,
+//! in one round trip and one raft entry, all or nothing: if one compare-and-set finds
+//! another version, nothing is written and [`BatchOutcome::Conflict`] names the key.
+//! Every entry a batch writes gets the same version.
+//!
+//! # Fencing
+//! A framework whose leader was deposed (its lease expired or passed to a standby)
+//! may still have writes in flight. [`StateStore::fenced`] gives a client whose every
+//! put, delete, compare-and-set and batch carries a [`Fence`]: the lease, holder and
+//! epoch the writer believes it holds, typically
+//! [`LeaderElection::fence`](crate::LeaderElection::fence). The master applies such a
+//! write only if, at the moment it applies it, that lease is held by that holder at
+//! that epoch; otherwise the write fails with [`StateStoreError::Fenced`] and changes
+//! nothing. Lease acquisitions and releases are never fenced: holding the lease is
+//! what they decide.
+//!
 //! # Retries and writes of unknown outcome
 //! A write that fails after the master proposed it (the leader lost its leadership,
 //! the connection dropped, no answer in time) may or may not have been applied.
-//! Reads, `put` and `delete` are retried anyway: applying them twice leaves the same
-//! state. Compare-and-set, compare-and-delete and lease writes are not: they fail with
-//! [`StateStoreError::Ambiguous`], and the caller re-reads to learn what happened.
+//! Reads, `put`, `delete` and batches of only puts and deletes are retried anyway:
+//! applying them twice leaves the same state. (So a retried fenced write can report
+//! [`StateStoreError::Fenced`] although its first attempt applied, before the lease
+//! was lost.) Compare-and-set, compare-and-delete, batches holding either, and lease
+//! writes are not retried: they fail with [`StateStoreError::Ambiguous`], and the
+//! caller re-reads to learn what happened.
 //!
 //! ```no_run
 //! use agora_sdk::{CasOutcome, StateStore, StateStoreError};
@@ -124,12 +145,37 @@ pub enum StateStoreError {
     /// A leader-election campaign task ended abnormally (it panicked).
     #[error("the leader-election campaign ended abnormally: {0}")]
     CampaignAborted(String),
+
+    /// The write carried `fence`, and when the master applied it the lease was no
+    /// longer held by that holder at that epoch: the writer has been deposed. Nothing
+    /// was written. `current` is the lease now, `None` when nobody holds it.
+    #[error("{}", fenced_message(.fence, .current.as_ref()))]
+    Fenced {
+        fence: Fence,
+        current: Option<Lease>,
+    },
+}
+
+fn fenced_message(fence: &Fence, current: Option<&Lease>) -> String {
+    let now = match current {
+        None => "nobody holds it now".to_string(),
+        Some(lease) => format!("it is held by '{}' at epoch {}", lease.holder, lease.epoch),
+    };
+    format!(
+        "the write was fenced out: lease '{}' is no longer held by '{}' at epoch {} ({now})",
+        fence.lease, fence.holder, fence.epoch
+    )
 }
 
 impl StateStoreError {
     /// Whether a write that failed so may nevertheless have been applied.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, StateStoreError::Ambiguous { .. })
+    }
+
+    /// Whether the write was refused because its fence no longer holds.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StateStoreError::Fenced { .. })
     }
 }
 
@@ -197,6 +243,164 @@ pub enum DeleteOutcome {
     /// The key's version was not the expected one; its current entry. Nothing was
     /// deleted.
     Conflict(Option<Entry>),
+}
+
+/// One operation of a [`StateStore::batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Writes `value` under `key` whatever was there.
+    Put { key: String, value: Vec<u8> },
+    /// Deletes `key` if it exists.
+    Delete { key: String },
+    /// Writes `value` under `key` if its version is `expected_version` (0: the key
+    /// must not exist); otherwise the whole batch is a conflict.
+    CompareAndSet {
+        key: String,
+        expected_version: u64,
+        value: Vec<u8>,
+    },
+    /// Deletes `key` if its version is `expected_version`; otherwise the whole batch
+    /// is a conflict.
+    CompareAndDelete { key: String, expected_version: u64 },
+}
+
+impl BatchOp {
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        BatchOp::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    pub fn delete(key: impl Into<String>) -> Self {
+        BatchOp::Delete { key: key.into() }
+    }
+
+    pub fn compare_and_set(
+        key: impl Into<String>,
+        expected_version: u64,
+        value: impl Into<Vec<u8>>,
+    ) -> Self {
+        BatchOp::CompareAndSet {
+            key: key.into(),
+            expected_version,
+            value: value.into(),
+        }
+    }
+
+    pub fn compare_and_delete(key: impl Into<String>, expected_version: u64) -> Self {
+        BatchOp::CompareAndDelete {
+            key: key.into(),
+            expected_version,
+        }
+    }
+
+    /// The key the op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Put { key, .. }
+            | BatchOp::Delete { key }
+            | BatchOp::CompareAndSet { key, .. }
+            | BatchOp::CompareAndDelete { key, .. } => key,
+        }
+    }
+
+    /// Whether applying the op depends on the key's version, so that applying it
+    /// twice could differ from applying it once.
+    fn is_conditional(&self) -> bool {
+        matches!(
+            self,
+            BatchOp::CompareAndSet { .. } | BatchOp::CompareAndDelete { .. }
+        )
+    }
+
+    /// Bytes of key and value, as the batch limit counts them.
+    fn size(&self) -> usize {
+        match self {
+            BatchOp::Put { key, value } | BatchOp::CompareAndSet { key, value, .. } => {
+                key.len() + value.len()
+            }
+            BatchOp::Delete { key } | BatchOp::CompareAndDelete { key, .. } => key.len(),
+        }
+    }
+
+    fn into_proto(self) -> pb::state_store_write::BatchOp {
+        use pb::state_store_write::{CompareAndSet, Delete, Put, batch_op};
+        let op = match self {
+            BatchOp::Put { key, value } => batch_op::Op::Put(Put { key, value }),
+            BatchOp::Delete { key } => batch_op::Op::Delete(Delete { key }),
+            BatchOp::CompareAndSet {
+                key,
+                expected_version,
+                value,
+            } => batch_op::Op::CompareAndSet(CompareAndSet {
+                key,
+                expected_version,
+                value,
+                delete: false,
+            }),
+            BatchOp::CompareAndDelete {
+                key,
+                expected_version,
+            } => batch_op::Op::CompareAndSet(CompareAndSet {
+                key,
+                expected_version,
+                value: Vec::new(),
+                delete: true,
+            }),
+        };
+        pb::state_store_write::BatchOp { op: Some(op) }
+    }
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Every op was applied, at one version. One item per op, in the batch's order:
+    /// the new entry of a put or compare-and-set, `None` for a delete.
+    Applied(Vec<Option<Entry>>),
+    /// The compare-and-set (or compare-and-delete) of `key` expected another version;
+    /// `current` is the key's entry (`None`: it does not exist). Nothing was applied.
+    /// When several conflict, this is the first in the batch's order.
+    Conflict { key: String, current: Option<Entry> },
+}
+
+/// The lease a fenced write must find held: by `holder`, at `epoch`, unexpired.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The lease's name, in the store's namespace.
+    pub lease: String,
+    pub holder: String,
+    /// The lease's epoch when `holder` was granted it (see [`Lease::epoch`]); at
+    /// least 1.
+    pub epoch: u64,
+}
+
+impl Fence {
+    pub fn new(lease: impl Into<String>, holder: impl Into<String>, epoch: u64) -> Self {
+        Fence {
+            lease: lease.into(),
+            holder: holder.into(),
+            epoch,
+        }
+    }
+}
+
+impl From<&Lease> for Fence {
+    /// The fence of a lease as granted: its holder at its epoch.
+    fn from(lease: &Lease) -> Self {
+        Fence::new(lease.name.clone(), lease.holder.clone(), lease.epoch)
+    }
+}
+
+impl From<Fence> for pb::state_store_write::Fence {
+    fn from(fence: Fence) -> Self {
+        pb::state_store_write::Fence {
+            lease: fence.lease,
+            holder: fence.holder,
+            epoch: fence.epoch,
+        }
+    }
 }
 
 /// How a lease acquisition (or renewal) ended.
@@ -283,6 +487,9 @@ fn config_error(error: DriverError) -> StateStoreError {
 #[derive(Clone)]
 pub struct StateStore {
     inner: Arc<Inner>,
+    /// Carried by every put, delete, compare-and-set and batch of this client (see
+    /// [`StateStore::fenced`]).
+    fence: Option<Fence>,
 }
 
 struct Inner {
@@ -350,12 +557,30 @@ impl StateStore {
                 channels: Mutex::new(channels.into_iter().collect()),
                 leader: Mutex::new(None),
             }),
+            fence: None,
         })
     }
 
     /// The namespace this client works in.
     pub fn namespace(&self) -> &str {
         &self.inner.config.namespace
+    }
+
+    /// A client (sharing this one's connections) whose every put, delete,
+    /// compare-and-set and batch carries `fence`, in place of any fence this one
+    /// has: such a write applies only while `fence.holder` holds lease `fence.lease`
+    /// of this namespace at `fence.epoch`, and otherwise fails with
+    /// [`StateStoreError::Fenced`]. Reads and lease writes are not fenced.
+    pub fn fenced(&self, fence: Fence) -> StateStore {
+        StateStore {
+            inner: Arc::clone(&self.inner),
+            fence: Some(fence),
+        }
+    }
+
+    /// The fence this client's writes carry, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// The entry under `key`, if any.
@@ -452,6 +677,76 @@ impl StateStore {
             delete,
         });
         self.write(Retry::OnlyIfNotApplied, op).await
+    }
+
+    /// Applies `ops` all or nothing, in one write: either every op applies (at one
+    /// version) or, if a compare-and-set or compare-and-delete expects another
+    /// version than its key has, none does and the outcome names that key. Each op
+    /// must name a different key; at most `agora_core::limits::MAX_STORE_BATCH_OPS`
+    /// ops and `MAX_STORE_BATCH_BYTES` of keys and values (else
+    /// [`StateStoreError::Invalid`], naming the field). A namespace without room for
+    /// the batch refuses all of it ([`StateStoreError::LimitExceeded`]).
+    ///
+    /// A batch of only puts and deletes is retried after a failure of unknown
+    /// outcome; one holding a compare-and-set or compare-and-delete is not
+    /// ([`StateStoreError::Ambiguous`]).
+    pub async fn batch(
+        &self,
+        ops: impl IntoIterator<Item = BatchOp>,
+    ) -> Result<BatchOutcome, StateStoreError> {
+        let ops: Vec<BatchOp> = ops.into_iter().collect();
+        // The master checks everything; these two keep an oversized batch from
+        // failing in the transport instead, with a less helpful error.
+        limits::count("batch.ops", ops.len(), limits::MAX_STORE_BATCH_OPS)
+            .map_err(|e| StateStoreError::Invalid(e.to_string()))?;
+        let bytes = ops.iter().map(BatchOp::size).fold(0, usize::saturating_add);
+        limits::bytes(
+            "batch.ops (keys and values)",
+            bytes,
+            limits::MAX_STORE_BATCH_BYTES,
+        )
+        .map_err(|e| StateStoreError::Invalid(e.to_string()))?;
+        let retry = if ops.iter().any(BatchOp::is_conditional) {
+            Retry::OnlyIfNotApplied
+        } else {
+            Retry::Always
+        };
+        let count = ops.len();
+        let op = Op::Batch(pb::state_store_write::Batch {
+            ops: ops.into_iter().map(BatchOp::into_proto).collect(),
+        });
+        let mut write = self.new_write(op);
+        let result = self.send_write(retry, &write).await?;
+        if !result.succeeded {
+            if result.conflict_key.is_empty() {
+                return Err(StateStoreError::Protocol(
+                    "a batch that did not apply names no conflicting key".into(),
+                ));
+            }
+            return Ok(BatchOutcome::Conflict {
+                key: result.conflict_key,
+                current: result.current.map(Entry::from),
+            });
+        }
+        if result.batch.len() != count {
+            return Err(StateStoreError::Protocol(format!(
+                "a batch of {count} ops came back with {} results",
+                result.batch.len()
+            )));
+        }
+        // The master does not send the values back: they are the ops' own, taken
+        // back from the request rather than copied.
+        let Some(Op::Batch(sent)) = write.op.as_mut() else {
+            return Err(StateStoreError::Protocol(
+                "the batch request lost its ops".into(),
+            ));
+        };
+        sent.ops
+            .iter_mut()
+            .zip(result.batch)
+            .map(|(op, applied)| written_entry(op, applied))
+            .collect::<Result<Vec<_>, _>>()
+            .map(BatchOutcome::Applied)
     }
 
     /// Every entry whose key starts with `prefix`, in key order. Large results are
@@ -551,10 +846,29 @@ impl StateStore {
         retry: Retry,
         op: Op,
     ) -> Result<pb::StateStoreWriteResult, StateStoreError> {
-        let write = pb::StateStoreWrite {
+        let write = self.new_write(op);
+        self.send_write(retry, &write).await
+    }
+
+    /// A write of `op` in this namespace, with this client's fence unless `op` is a
+    /// lease write.
+    fn new_write(&self, op: Op) -> pb::StateStoreWrite {
+        let fence = match op {
+            Op::AcquireLease(_) | Op::ReleaseLease(_) => None,
+            _ => self.fence.clone().map(pb::state_store_write::Fence::from),
+        };
+        pb::StateStoreWrite {
             namespace: self.namespace().to_string(),
             op: Some(op),
-        };
+            fence,
+        }
+    }
+
+    async fn send_write(
+        &self,
+        retry: Retry,
+        write: &pb::StateStoreWrite,
+    ) -> Result<pb::StateStoreWriteResult, StateStoreError> {
         let result = self
             .call(retry, |mut client| {
                 let write = write.clone();
@@ -565,6 +879,17 @@ impl StateStore {
         // still must not read as success.
         if !result.error.is_empty() {
             return Err(StateStoreError::Refused(result.error));
+        }
+        if result.fenced {
+            let Some(fence) = write.fence.clone() else {
+                return Err(StateStoreError::Protocol(
+                    "an unfenced write came back fenced out".into(),
+                ));
+            };
+            return Err(StateStoreError::Fenced {
+                fence: Fence::new(fence.lease, fence.holder, fence.epoch),
+                current: result.lease.map(Lease::from),
+            });
         }
         Ok(result)
     }
@@ -681,6 +1006,29 @@ impl StateStore {
         if leader.as_deref() == Some(address) {
             *leader = None;
         }
+    }
+}
+
+/// The entry an applied batch op wrote (`None` for a delete), its value moved out of
+/// the sent op.
+fn written_entry(
+    op: &mut pb::state_store_write::BatchOp,
+    applied: pb::state_store_write_result::BatchOpResult,
+) -> Result<Option<Entry>, StateStoreError> {
+    use pb::state_store_write::batch_op::Op as Sent;
+    let (key, value) = match op.op.as_mut() {
+        Some(Sent::Put(put)) => (&put.key, &mut put.value),
+        Some(Sent::CompareAndSet(cas)) if !cas.delete => (&cas.key, &mut cas.value),
+        Some(Sent::Delete(_) | Sent::CompareAndSet(_)) | None => return Ok(None),
+    };
+    match applied.entry {
+        Some(entry) if entry.key == *key => Ok(Some(Entry {
+            value: std::mem::take(value),
+            ..Entry::from(entry)
+        })),
+        _ => Err(StateStoreError::Protocol(format!(
+            "the batch result for key '{key}' carries no entry of that key"
+        ))),
     }
 }
 

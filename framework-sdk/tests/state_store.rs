@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use agora_proto as pb;
 use agora_proto::state_store_server::{StateStore as StateStoreService, StateStoreServer};
-use agora_proto::state_store_write::Op;
+use agora_proto::state_store_write::{Op, batch_op};
+use agora_proto::state_store_write_result::BatchOpResult;
 use agora_sdk::state_store::WRITE_OUTCOME_METADATA_KEY;
 use agora_sdk::{
-    CasOutcome, DeleteOutcome, LEADER_METADATA_KEY, LeaderElection, LeaseOutcome, StateStore,
-    StateStoreConfig, StateStoreError,
+    BatchOp, BatchOutcome, CasOutcome, DeleteOutcome, Entry, Fence, LEADER_METADATA_KEY,
+    LeaderElection, LeaseOutcome, StateStore, StateStoreConfig, StateStoreError,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
@@ -84,6 +85,8 @@ struct FakeState {
     acquisitions: HashMap<String, u32>,
     /// Every grant: holder and when it expires.
     grants: Vec<(String, Instant)>,
+    /// The fence of every write received, in order (`None`: unfenced).
+    fences: Vec<Option<pb::state_store_write::Fence>>,
 }
 
 impl FakeState {
@@ -124,6 +127,7 @@ impl Fake {
             requests: HashMap::new(),
             acquisitions: HashMap::new(),
             grants: Vec::new(),
+            fences: Vec::new(),
         };
         Fake {
             state: Arc::new(watch::Sender::new(state)),
@@ -259,6 +263,56 @@ impl Fake {
                     ..Default::default()
                 }
             }
+            Op::Batch(batch) => {
+                for op in &batch.ops {
+                    if let Some(batch_op::Op::CompareAndSet(cas)) = &op.op {
+                        let current = state.entries.get(&cas.key).cloned();
+                        if current.as_ref().map_or(0, |e| e.version) != cas.expected_version {
+                            return Ok(pb::StateStoreWriteResult {
+                                conflict_key: cas.key.clone(),
+                                current,
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+                let mut results = Vec::new();
+                for op in batch.ops {
+                    let written = match op.op {
+                        Some(batch_op::Op::Put(p)) => Some((p.key, p.value)),
+                        Some(batch_op::Op::CompareAndSet(cas)) if !cas.delete => {
+                            Some((cas.key, cas.value))
+                        }
+                        Some(batch_op::Op::Delete(pb::state_store_write::Delete { key }))
+                        | Some(batch_op::Op::CompareAndSet(
+                            pb::state_store_write::CompareAndSet { key, .. },
+                        )) => {
+                            results.push(BatchOpResult {
+                                entry: None,
+                                existed: state.entries.remove(&key).is_some(),
+                            });
+                            None
+                        }
+                        None => return Err(Status::invalid_argument("batch op is required")),
+                    };
+                    if let Some((key, value)) = written {
+                        // Like a master, leave out the value the client sent.
+                        let entry = pb::StoreEntry {
+                            value: Vec::new(),
+                            ..put(state, key, value)
+                        };
+                        results.push(BatchOpResult {
+                            entry: Some(entry),
+                            existed: false,
+                        });
+                    }
+                }
+                pb::StateStoreWriteResult {
+                    succeeded: true,
+                    batch: results,
+                    ..Default::default()
+                }
+            }
             Op::ReleaseLease(release) => {
                 let held = state
                     .leases
@@ -318,11 +372,31 @@ impl StateStoreService for Fake {
         request: Request<pb::StateStoreWrite>,
     ) -> Result<Response<pb::StateStoreWriteResult>, Status> {
         self.admit("write")?;
-        let op = request
-            .into_inner()
+        let write = request.into_inner();
+        let fence = write.fence;
+        let op = write
             .op
             .ok_or_else(|| Status::invalid_argument("op is required"))?;
         self.with(|state| {
+            state.fences.push(fence.clone());
+            if let Some(fence) = fence {
+                let now = Instant::now();
+                let lease = state
+                    .leases
+                    .get(&fence.lease)
+                    .filter(|held| held.expires > now)
+                    .map(|held| held.lease.clone());
+                let holds = lease
+                    .as_ref()
+                    .is_some_and(|l| l.holder == fence.holder && l.epoch == fence.epoch);
+                if !holds {
+                    return Ok(Response::new(pb::StateStoreWriteResult {
+                        fenced: true,
+                        lease,
+                        ..Default::default()
+                    }));
+                }
+            }
             if let Op::AcquireLease(acquire) = &op {
                 *state
                     .acquisitions
@@ -694,6 +768,198 @@ fn bad_configurations_are_refused_before_anything_is_dialed() {
     ));
 }
 
+// ---------------------------------------------------------------- batches and fences
+
+#[tokio::test]
+async fn a_batch_hands_back_every_entry_with_its_value_or_names_the_conflict() {
+    let (leader, address) = serve_tcp(Role::Leader).await;
+    let store = client(&[&address]);
+    let app = store.put("app/web", b"v1".to_vec()).await.unwrap();
+    store.put("old", b"x".to_vec()).await.unwrap();
+
+    let outcome = store
+        .batch([
+            BatchOp::put("instance/1", b"one".to_vec()),
+            BatchOp::delete("old"),
+            BatchOp::compare_and_set("app/web", app.version, b"v2".to_vec()),
+            BatchOp::compare_and_delete("gone", 0),
+        ])
+        .await
+        .unwrap();
+    let BatchOutcome::Applied(entries) = outcome else {
+        panic!("the versions match: {outcome:?}");
+    };
+    let version = leader.with(|s| s.index);
+    let entry = |key: &str, value: &[u8], create_version: u64| Entry {
+        key: key.into(),
+        value: value.to_vec(),
+        version,
+        create_version,
+    };
+    assert_eq!(
+        entries,
+        [
+            Some(entry("instance/1", b"one", version)),
+            None,
+            Some(entry("app/web", b"v2", app.create_version)),
+            None,
+        ]
+    );
+    assert_eq!(leader.with(|s| s.count("write")), 3);
+
+    let stale = store
+        .batch(vec![
+            BatchOp::put("instance/2", b"two".to_vec()),
+            BatchOp::compare_and_set("app/web", app.version, b"v3".to_vec()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        stale,
+        BatchOutcome::Conflict {
+            key: "app/web".into(),
+            current: store.get("app/web").await.unwrap(),
+        }
+    );
+    assert_eq!(store.get("instance/2").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_batch_of_puts_and_deletes_is_resent_but_one_with_a_compare_and_set_is_not() {
+    let (leader, address) = serve_tcp(Role::Leader).await;
+    let store = client(&[&address]);
+
+    leader.with(|s| s.unknown_outcomes.push(UnknownOutcome::Message));
+    let outcome = store
+        .batch([BatchOp::put("a", b"1".to_vec()), BatchOp::delete("b")])
+        .await
+        .expect("resent after the unknown outcome");
+    assert!(matches!(outcome, BatchOutcome::Applied(ref e) if e.len() == 2));
+    assert_eq!(leader.with(|s| s.count("write")), 2);
+
+    for conditional in [
+        BatchOp::compare_and_set("c", 0, b"3".to_vec()),
+        BatchOp::compare_and_delete("a", 1),
+    ] {
+        leader.with(|s| s.unknown_outcomes.push(UnknownOutcome::Metadata));
+        let before = leader.with(|s| s.count("write"));
+        let error = store
+            .batch([BatchOp::put("d", b"4".to_vec()), conditional.clone()])
+            .await
+            .expect_err("the outcome is unknown");
+        assert!(error.is_ambiguous(), "{conditional:?}: {error:?}");
+        assert_eq!(
+            leader.with(|s| s.count("write")),
+            before + 1,
+            "{conditional:?}: resent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_batch_is_refused_before_it_is_sent() {
+    let (leader, address) = serve_tcp(Role::Leader).await;
+    let store = client(&[&address]);
+    let too_many =
+        (0..=agora_core::limits::MAX_STORE_BATCH_OPS).map(|i| BatchOp::delete(format!("k{i}")));
+    let error = store.batch(too_many).await.expect_err("too many ops");
+    assert!(
+        matches!(&error, StateStoreError::Invalid(m) if m.starts_with("batch.ops:")),
+        "{error:?}"
+    );
+    let value = vec![0u8; agora_core::limits::MAX_STORE_VALUE_BYTES];
+    let too_big = (0..=agora_core::limits::MAX_STORE_BATCH_BYTES / value.len())
+        .map(|i| BatchOp::put(format!("k{i}"), value.clone()));
+    let error = store.batch(too_big).await.expect_err("too many bytes");
+    assert!(
+        matches!(&error, StateStoreError::Invalid(m) if m.starts_with("batch.ops (keys and values):")),
+        "{error:?}"
+    );
+    assert_eq!(leader.with(|s| s.count("write")), 0);
+}
+
+#[tokio::test]
+async fn a_fenced_client_fences_every_key_write_but_not_lease_writes() {
+    let (leader, address) = serve_tcp(Role::Leader).await;
+    let store = client(&[&address]);
+    let LeaseOutcome::Granted(lease) = store
+        .acquire_lease("leader", "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("a free lease is granted");
+    };
+    let fence = Fence::from(&lease);
+    assert_eq!(fence, Fence::new("leader", "a", lease.epoch));
+    let fenced = store.fenced(fence.clone());
+    assert_eq!(fenced.fence(), Some(&fence));
+    assert_eq!(store.fence(), None, "the original client stays unfenced");
+
+    let written = fenced.put("k", b"1".to_vec()).await.unwrap();
+    fenced
+        .compare_and_set("k", written.version, b"2".to_vec())
+        .await
+        .unwrap();
+    fenced
+        .batch([BatchOp::put("j", b"3".to_vec())])
+        .await
+        .unwrap();
+    fenced.delete("j").await.unwrap();
+    fenced
+        .acquire_lease("leader", "a", Duration::from_secs(30))
+        .await
+        .unwrap();
+    fenced.release_lease("leader", "a").await.unwrap();
+    store.put("unfenced", b"4".to_vec()).await.unwrap();
+    let sent = leader.with(|s| s.fences.clone());
+    let expected = Some(pb::state_store_write::Fence {
+        lease: "leader".into(),
+        holder: "a".into(),
+        epoch: lease.epoch,
+    });
+    assert_eq!(
+        sent[1..],
+        [
+            expected.clone(),
+            expected.clone(),
+            expected.clone(),
+            expected,
+            None,
+            None,
+            None
+        ]
+    );
+
+    // The lease is released and someone else takes it: the fenced client is out,
+    // and learns who holds the lease.
+    let LeaseOutcome::Granted(taken) = store
+        .acquire_lease("leader", "b", Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("a released lease is granted");
+    };
+    for error in [
+        fenced.put("k", b"late".to_vec()).await.unwrap_err(),
+        fenced.batch([BatchOp::delete("k")]).await.unwrap_err(),
+    ] {
+        assert!(error.is_fenced(), "{error:?}");
+        assert_eq!(
+            error,
+            StateStoreError::Fenced {
+                fence: fence.clone(),
+                current: Some(taken.clone()),
+            }
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("fenced out") && message.contains("'b'"),
+            "{message}"
+        );
+    }
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"2");
+}
+
 // ---------------------------------------------------------------- leader election
 
 const TTL: Duration = Duration::from_secs(3);
@@ -805,4 +1071,76 @@ async fn a_campaign_the_master_refuses_as_invalid_ends_with_that_error() {
         .await
         .expect_err("the ttl is out of range");
     assert!(matches!(error, StateStoreError::Invalid(_)), "{error:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leaders_fence_is_its_lease_and_epoch_and_fences_out_a_deposed_leader() {
+    let (_fake, store) = serve_in_memory();
+    let a = LeaderElection::campaign(store.clone(), "scheduler", "a", TTL);
+    wait_leading(&a, true).await;
+    let lease = store.lease("scheduler").await.unwrap().expect("a holds it");
+    let a_fence = a.fence().expect("a leads");
+    assert_eq!(a_fence, Fence::new("scheduler", "a", lease.epoch));
+    let a_writes = store.fenced(a_fence.clone());
+    a_writes.put("owner", b"a".to_vec()).await.expect("a leads");
+
+    let b = LeaderElection::campaign(store.clone(), "scheduler", "b", TTL);
+    assert_eq!(b.fence(), None, "a standby has no fence");
+    a.resign().await.expect("resign");
+    wait_leading(&b, true).await;
+    let b_fence = b.fence().expect("b leads");
+    assert_eq!(
+        (b_fence.holder.as_str(), b_fence.lease.as_str()),
+        ("b", "scheduler")
+    );
+    assert!(b_fence.epoch > a_fence.epoch);
+
+    // The deposed leader's late write is refused; the new leader's applies.
+    let error = a_writes
+        .put("owner", b"a again".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StateStoreError::Fenced { current: Some(l), .. } if l.holder == "b"),
+        "{error:?}"
+    );
+    store
+        .fenced(b_fence)
+        .put("owner", b"b".to_vec())
+        .await
+        .expect("b leads");
+    assert_eq!(store.get("owner").await.unwrap().unwrap().value, b"b");
+    b.resign().await.expect("resign");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_granted_at_another_epoch_is_a_new_leadership_with_a_new_fence() {
+    let (fake, store) = serve_in_memory();
+    let a = LeaderElection::campaign(store.clone(), "scheduler", "a", TTL);
+    wait_leading(&a, true).await;
+    let first = a.fence().expect("a leads");
+
+    let mut leadership = a.leadership();
+    leadership.borrow_and_update();
+    // The lease changed hands and came back to a in between two renewals.
+    fake.with(|s| {
+        s.leases
+            .get_mut("scheduler")
+            .expect("a holds the lease")
+            .lease
+            .epoch += 5
+    });
+    tokio::time::timeout(PATIENCE, leadership.changed())
+        .await
+        .expect("a renews")
+        .expect("campaign gone");
+    assert!(a.is_leader());
+    assert_eq!(
+        a.fence(),
+        Some(Fence {
+            epoch: first.epoch + 5,
+            ..first
+        })
+    );
+    drop(a);
 }

@@ -157,6 +157,7 @@ fn put(key: &str, value: &str) -> pb::replicated_command::Command {
             key: key.into(),
             value: value.as_bytes().to_vec(),
         })),
+        fence: None,
     })
 }
 
@@ -169,6 +170,7 @@ fn cas(key: &str, expected_version: u64, value: Vec<u8>) -> pb::replicated_comma
             value,
             delete: false,
         })),
+        fence: None,
     })
 }
 

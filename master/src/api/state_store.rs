@@ -5,6 +5,11 @@
 //! raft log and answered with what applying them produced, once a majority has
 //! committed them. Every refusal keeps the reason the store gave.
 //!
+//! Outcomes that are not refusals travel in the result, not as a status: a
+//! compare-and-set that lost (`succeeded` false, with `current`), a batch whose
+//! compare-and-set lost (`conflict_key`), and a write whose fence no longer held
+//! (`fenced`, with the lease as it is). Each changed nothing.
+//!
 //! A client must know whether a failed write may still have been applied: that
 //! decides whether it may retry. Failures that happen before anything is proposed
 //! (invalid, not the leader) leave nothing behind; those after the proposal
@@ -210,6 +215,7 @@ mod tests {
                 key: format!("k{i}"),
                 value: Vec::new(),
             })),
+            fence: None,
         });
         let too_many_leases = first_refusal(|i| pb::StateStoreWrite {
             namespace: "apps".into(),
@@ -218,6 +224,7 @@ mod tests {
                 holder: "a".into(),
                 ttl_seconds: 60.0,
             })),
+            fence: None,
         });
         let too_many_bytes = first_refusal(|i| pb::StateStoreWrite {
             namespace: "apps".into(),
@@ -225,8 +232,28 @@ mod tests {
                 key: format!("k{i}"),
                 value: vec![0; agora_core::limits::MAX_STORE_VALUE_BYTES],
             })),
+            fence: None,
         });
-        for message in [too_many_keys, too_many_leases, too_many_bytes] {
+        let too_many_keys_in_a_batch = first_refusal(|i| pb::StateStoreWrite {
+            namespace: "apps".into(),
+            op: Some(Op::Batch(pb::state_store_write::Batch {
+                ops: (0..agora_core::limits::MAX_STORE_BATCH_OPS)
+                    .map(|j| pb::state_store_write::BatchOp {
+                        op: Some(pb::state_store_write::batch_op::Op::Put(Put {
+                            key: format!("k{i}.{j}"),
+                            value: Vec::new(),
+                        })),
+                    })
+                    .collect(),
+            })),
+            fence: None,
+        });
+        for message in [
+            too_many_keys,
+            too_many_leases,
+            too_many_bytes,
+            too_many_keys_in_a_batch,
+        ] {
             let status = store_refusal(message.clone());
             assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{message}");
             assert_eq!(status.message(), message);

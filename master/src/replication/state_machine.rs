@@ -183,6 +183,7 @@ mod tests {
                 key: key.into(),
                 value: value.to_vec(),
             })),
+            fence: None,
         })
     }
 
@@ -411,6 +412,7 @@ mod tests {
             Command::StateStore(pb::StateStoreWrite {
                 namespace: NAMESPACES[ns].into(),
                 op: Some(op),
+                fence: None,
             })
         }
 
@@ -422,6 +424,7 @@ mod tests {
                         key: key.into(),
                         value,
                     })),
+                    fence: None,
                 })
             };
             match which {
@@ -439,6 +442,7 @@ mod tests {
                 4 => Command::StateStore(pb::StateStoreWrite {
                     namespace: "a".into(),
                     op: None,
+                    fence: None,
                 }),
                 _ => Command::Registry(pb::RegistryCommand { op: None }),
             }

@@ -9,6 +9,24 @@
 //! - a lease expires `ttl_seconds` after the time of the write that granted or renewed
 //!   it, and "expired" is judged against the write's time, never a local clock.
 //!
+//! # Batches
+//! A batch is a list of puts, deletes and compare-and-sets (with `delete`: compare-
+//! and-deletes) applied all-or-nothing at the raft index of its entry. Every op names a
+//! different key, so every compare-and-set compares against the store as it was
+//! before the batch, and the room a batch needs is judged on the namespace as the
+//! whole batch leaves it. If a compare-and-set finds another version, the result
+//! names that key (`conflict_key`, with `current`) and nothing is applied; if the
+//! namespace has no room, the batch is refused. Either way the store is unchanged.
+//!
+//! # Fences
+//! Any write may carry a fence (a lease name, holder and epoch). It is applied only
+//! if that lease of the write's namespace is held, at the write's time, by that holder
+//! at that epoch; otherwise the result has `fenced` set (with the lease as it is, if
+//! anyone holds it) and nothing changes. Like lease expiry, this is judged against the
+//! time stamped into the entry by the leader that proposed it, so every replica
+//! reaches the same verdict. A framework's leader fences its writes with its own
+//! lease: once deposed, its writes are refused instead of overwriting its successor's.
+//!
 //! Limits (`agora_core::limits`, as written in `state_store.proto`) are checked twice:
 //! [`StateStore::validate_write`] refuses a malformed write before it is proposed, and
 //! [`StateStore::apply_write`] re-checks everything, including the limits that depend
@@ -23,12 +41,13 @@
 //! at most one per later write, each at a larger index. Fencing tokens therefore never
 //! go backwards, without keeping a record of every lease name ever used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use agora_core::limits::{self, LimitError};
 use agora_proto as pb;
-use pb::state_store_write::Op;
+use pb::state_store_write::{self as w, Op, batch_op};
+use pb::state_store_write_result::BatchOpResult;
 
 /// Every namespace's keys and leases.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -111,6 +130,18 @@ fn is_live(lease: &pb::StoreLease, now: f64) -> bool {
     now < lease.expires_at
 }
 
+/// What one batch op does to its key: writes this value, or (`None`) deletes it.
+/// `None` for an op that carries no operation (refused by validation).
+fn batch_change(op: &w::BatchOp) -> Option<(&str, Option<&[u8]>)> {
+    match op.op.as_ref()? {
+        batch_op::Op::Put(put) => Some((&put.key, Some(&put.value))),
+        batch_op::Op::Delete(delete) => Some((&delete.key, None)),
+        batch_op::Op::CompareAndSet(cas) => {
+            Some((&cas.key, (!cas.delete).then_some(cas.value.as_slice())))
+        }
+    }
+}
+
 fn succeeded() -> pb::StateStoreWriteResult {
     pb::StateStoreWriteResult {
         succeeded: true,
@@ -123,14 +154,22 @@ impl StateStore {
     /// and the limits that depend on state).
     pub fn validate_write(write: &pb::StateStoreWrite) -> Result<(), StoreError> {
         limits::store_namespace("namespace", &write.namespace)?;
+        if let Some(fence) = &write.fence {
+            limits::lease_name("fence.lease", &fence.lease)?;
+            limits::lease_name("fence.holder", &fence.holder)?;
+            if fence.epoch == 0 {
+                return Err(LimitError::new("fence.epoch", "must be above 0").into());
+            }
+        }
         match &write.op {
             None => {
                 return Err(StoreError::Invalid(
                     "the write carries no operation (put, delete, compare_and_set, \
-                     acquire_lease or release_lease)"
+                     acquire_lease, release_lease or batch)"
                         .into(),
                 ));
             }
+            Some(Op::Batch(batch)) => Self::validate_batch(batch)?,
             Some(Op::Put(put)) => {
                 limits::store_key("put.key", &put.key)?;
                 limits::store_value("put.value", &put.value)?;
@@ -150,6 +189,63 @@ impl StateStore {
                 limits::lease_name("release_lease.holder", &release.holder)?;
             }
         }
+        Ok(())
+    }
+
+    /// A batch holds 1 to `MAX_STORE_BATCH_OPS` well-formed ops on distinct keys,
+    /// with at most `MAX_STORE_BATCH_BYTES` of keys and values.
+    fn validate_batch(batch: &w::Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Err(LimitError::new("batch.ops", "must not be empty").into());
+        }
+        limits::count("batch.ops", batch.ops.len(), limits::MAX_STORE_BATCH_OPS)?;
+        // Key -> the op that names it first. Only looked up, never iterated.
+        let mut first_op: HashMap<&str, usize> = HashMap::with_capacity(batch.ops.len());
+        let mut bytes = 0usize;
+        for (i, op) in batch.ops.iter().enumerate() {
+            let (field, key) = match &op.op {
+                None => {
+                    return Err(LimitError::new(
+                        format!("batch.ops[{i}]"),
+                        "carries no operation (put, delete or compare_and_set)",
+                    )
+                    .into());
+                }
+                Some(batch_op::Op::Put(put)) => {
+                    limits::store_value(&format!("batch.ops[{i}].put.value"), &put.value)?;
+                    (format!("batch.ops[{i}].put.key"), &put.key)
+                }
+                Some(batch_op::Op::Delete(delete)) => {
+                    (format!("batch.ops[{i}].delete.key"), &delete.key)
+                }
+                Some(batch_op::Op::CompareAndSet(cas)) => {
+                    limits::store_value(
+                        &format!("batch.ops[{i}].compare_and_set.value"),
+                        &cas.value,
+                    )?;
+                    (format!("batch.ops[{i}].compare_and_set.key"), &cas.key)
+                }
+            };
+            limits::store_key(&field, key)?;
+            if let Some(first) = first_op.insert(key, i) {
+                return Err(LimitError::new(
+                    field,
+                    format!(
+                        "names the key of batch.ops[{first}] again; a batch writes each \
+                         key at most once"
+                    ),
+                )
+                .into());
+            }
+            bytes = bytes.saturating_add(
+                batch_change(op).map_or(0, |(key, value)| key.len() + value.map_or(0, <[u8]>::len)),
+            );
+        }
+        limits::bytes(
+            "batch.ops (keys and values)",
+            bytes,
+            limits::MAX_STORE_BATCH_BYTES,
+        )?;
         Ok(())
     }
 
@@ -188,6 +284,11 @@ impl StateStore {
             )));
         }
         let namespace = write.namespace.as_str();
+        if let Some(fence) = &write.fence
+            && let Some(fenced) = self.fenced_out(namespace, fence, time)
+        {
+            return Ok(fenced);
+        }
         match &write.op {
             // validate_write refused a write without an op.
             None => Err(StoreError::Invalid("the write carries no operation".into())),
@@ -231,7 +332,134 @@ impl StateStore {
             }
             Some(Op::AcquireLease(acquire)) => self.acquire_lease(namespace, acquire, index, time),
             Some(Op::ReleaseLease(release)) => Ok(self.release_lease(namespace, release, time)),
+            Some(Op::Batch(batch)) => self.apply_batch(namespace, batch, index),
         }
+    }
+
+    /// The result of a write whose fence does not hold at `time`, or `None` if it
+    /// holds: the lease is live and held by the fence's holder at the fence's epoch.
+    fn fenced_out(
+        &self,
+        namespace: &str,
+        fence: &w::Fence,
+        time: f64,
+    ) -> Option<pb::StateStoreWriteResult> {
+        let lease = self.lease(namespace, &fence.lease, time);
+        let holds = lease
+            .as_ref()
+            .is_some_and(|lease| lease.holder == fence.holder && lease.epoch == fence.epoch);
+        (!holds).then(|| pb::StateStoreWriteResult {
+            fenced: true,
+            lease,
+            ..Default::default()
+        })
+    }
+
+    /// Applies a validated batch all-or-nothing: every check (compare-and-sets,
+    /// versions, room) runs before the first change, and nothing after it can fail.
+    fn apply_batch(
+        &mut self,
+        namespace: &str,
+        batch: &w::Batch,
+        index: u64,
+    ) -> Result<pb::StateStoreWriteResult, StoreError> {
+        let current = self.namespaces.get(namespace);
+        let entry_of = |key: &str| current.and_then(|n| n.entries.get(key));
+        // Keys are distinct, so the state before the batch is what each one compares to.
+        for op in &batch.ops {
+            if let Some(batch_op::Op::CompareAndSet(cas)) = &op.op {
+                let entry = entry_of(&cas.key);
+                if entry.map_or(0, |e| e.version) != cas.expected_version {
+                    return Ok(pb::StateStoreWriteResult {
+                        succeeded: false,
+                        conflict_key: cas.key.clone(),
+                        current: entry.cloned(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let mut changes = Vec::with_capacity(batch.ops.len());
+        let mut bytes = current.map_or(0, |n| n.bytes);
+        let mut keys = current.map_or(0, |n| n.entries.len());
+        for op in &batch.ops {
+            let Some((key, value)) = batch_change(op) else {
+                return Err(StoreError::Invalid(
+                    "a batch op carries no operation".into(),
+                ));
+            };
+            if let Some(existing) = entry_of(key) {
+                if value.is_some() && existing.version >= index {
+                    // Raft applies in index order; anything else would make versions go back.
+                    return Err(StoreError::Invalid(format!(
+                        "write at index {index} is not after the version {} of key '{key}'",
+                        existing.version
+                    )));
+                }
+                bytes = bytes.saturating_sub(entry_bytes(existing));
+                keys = keys.saturating_sub(1);
+            }
+            if let Some(value) = value {
+                bytes = bytes.saturating_add(key.len() + value.len());
+                keys += 1;
+            }
+            changes.push((key, value));
+        }
+        // The namespace as the whole batch leaves it: a batch that deletes as much as
+        // it adds fits in a full namespace, whatever the order of its ops.
+        if bytes > limits::MAX_STORE_NAMESPACE_BYTES {
+            return Err(StoreError::LimitExceeded(format!(
+                "namespace '{namespace}' would hold {bytes} bytes of keys and values after \
+                 the batch, over the limit of {}",
+                limits::MAX_STORE_NAMESPACE_BYTES
+            )));
+        }
+        if keys > limits::MAX_STORE_KEYS {
+            return Err(StoreError::LimitExceeded(format!(
+                "namespace '{namespace}' would hold {keys} keys after the batch, over the \
+                 limit of {}",
+                limits::MAX_STORE_KEYS
+            )));
+        }
+        let target = self.namespaces.entry(namespace.to_string()).or_default();
+        let results = changes
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => {
+                    let create_version = target
+                        .entries
+                        .get(key)
+                        .map_or(index, |existing| existing.create_version);
+                    let entry = pb::StoreEntry {
+                        key: key.to_string(),
+                        value: value.to_vec(),
+                        version: index,
+                        create_version,
+                    };
+                    target.entries.insert(key.to_string(), entry);
+                    BatchOpResult {
+                        // The value is the op's own; not sent back.
+                        entry: Some(pb::StoreEntry {
+                            key: key.to_string(),
+                            value: Vec::new(),
+                            version: index,
+                            create_version,
+                        }),
+                        existed: false,
+                    }
+                }
+                None => BatchOpResult {
+                    entry: None,
+                    existed: target.entries.remove(key).is_some(),
+                },
+            })
+            .collect();
+        target.bytes = bytes;
+        self.drop_if_empty(namespace);
+        Ok(pb::StateStoreWriteResult {
+            batch: results,
+            ..succeeded()
+        })
     }
 
     /// Writes `key` = `value` at `index`, or refuses (changing nothing) when the
@@ -586,6 +814,7 @@ mod tests {
         pb::StateStoreWrite {
             namespace: NS.into(),
             op: Some(op),
+            fence: None,
         }
     }
 
@@ -622,6 +851,72 @@ mod tests {
             name: name.into(),
             holder: holder.into(),
         }))
+    }
+
+    fn batch_put(key: &str, value: &[u8]) -> w::BatchOp {
+        w::BatchOp {
+            op: Some(batch_op::Op::Put(w::Put {
+                key: key.into(),
+                value: value.to_vec(),
+            })),
+        }
+    }
+
+    fn batch_delete(key: &str) -> w::BatchOp {
+        w::BatchOp {
+            op: Some(batch_op::Op::Delete(w::Delete { key: key.into() })),
+        }
+    }
+
+    fn batch_cas(key: &str, expected_version: u64, value: &[u8], delete: bool) -> w::BatchOp {
+        w::BatchOp {
+            op: Some(batch_op::Op::CompareAndSet(w::CompareAndSet {
+                key: key.into(),
+                expected_version,
+                value: value.to_vec(),
+                delete,
+            })),
+        }
+    }
+
+    fn batch(ops: Vec<w::BatchOp>) -> pb::StateStoreWrite {
+        write(Op::Batch(w::Batch { ops }))
+    }
+
+    fn fenced(
+        write: pb::StateStoreWrite,
+        lease: &str,
+        holder: &str,
+        epoch: u64,
+    ) -> pb::StateStoreWrite {
+        pb::StateStoreWrite {
+            fence: Some(w::Fence {
+                lease: lease.into(),
+                holder: holder.into(),
+                epoch,
+            }),
+            ..write
+        }
+    }
+
+    /// Applies a write whose fence must not hold, and checks it changed nothing.
+    /// Returns the lease the result reports.
+    fn fenced_out(
+        store: &mut StateStore,
+        index: u64,
+        time: f64,
+        write: &pb::StateStoreWrite,
+    ) -> Option<pb::StoreLease> {
+        let before = store.clone();
+        let result = store.apply_write(index, time, write);
+        assert_eq!(result.error, "", "write {write:?} was refused");
+        assert!(
+            result.fenced,
+            "write {write:?} was not fenced out: {result:?}"
+        );
+        assert!(!result.succeeded && result.entry.is_none() && result.batch.is_empty());
+        assert_eq!(*store, before, "a fenced-out write changed the store");
+        result.lease
     }
 
     /// Applies a write that must not be refused.
@@ -741,6 +1036,7 @@ mod tests {
             pb::StateStoreWrite {
                 namespace: NS.into(),
                 op: None,
+                fence: None,
             },
             put("", b"v"),
             put(&long_key, b"v"),
@@ -1119,5 +1415,454 @@ mod tests {
         let empty =
             StateStore::from_snapshot(snapshot(vec![namespace("a", vec![], vec![])])).unwrap();
         assert_eq!(empty, StateStore::default());
+    }
+
+    #[test]
+    fn a_batch_applies_every_op_at_its_index() {
+        let mut store = StateStore::default();
+        ok(&mut store, 1, 1.0, &put("replace", b"old"));
+        ok(&mut store, 2, 1.0, &put("remove", b"gone"));
+        ok(&mut store, 3, 1.0, &put("swap", b"v3"));
+        ok(&mut store, 4, 1.0, &put("cas-delete", b"x"));
+        let result = ok(
+            &mut store,
+            10,
+            2.0,
+            &batch(vec![
+                batch_put("new", b"fresh"),
+                batch_put("replace", b"newer"),
+                batch_delete("remove"),
+                batch_delete("never-was"),
+                batch_cas("swap", 3, b"v10", false),
+                batch_cas("created", 0, b"c", false),
+                batch_cas("cas-delete", 4, b"", true),
+            ]),
+        );
+        assert!(result.succeeded && !result.fenced && result.conflict_key.is_empty());
+        let summary: Vec<_> = result
+            .batch
+            .iter()
+            .map(|r| {
+                let entry = r.entry.as_ref();
+                (
+                    entry.map(|e| (e.key.as_str(), e.version, e.create_version, e.value.len())),
+                    r.existed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some(("new", 10, 10, 0)), false),
+                (Some(("replace", 10, 1, 0)), false),
+                (None, true),
+                (None, false),
+                (Some(("swap", 10, 3, 0)), false),
+                (Some(("created", 10, 10, 0)), false),
+                (None, true),
+            ]
+        );
+        let contents: Vec<_> = store
+            .namespace(NS)
+            .unwrap()
+            .entries()
+            .map(|e| (e.key.as_str(), e.value.as_slice(), e.version))
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                ("created", &b"c"[..], 10),
+                ("new", b"fresh", 10),
+                ("replace", b"newer", 10),
+                ("swap", b"v10", 10),
+            ]
+        );
+        let ns = store.namespace(NS).unwrap();
+        assert_eq!(
+            ns.bytes(),
+            ns.entries()
+                .map(|e| e.key.len() + e.value.len())
+                .sum::<usize>()
+        );
+        // A batch that deletes everything leaves no namespace behind.
+        ok(
+            &mut store,
+            11,
+            2.0,
+            &batch(
+                ["created", "new", "replace", "swap"]
+                    .into_iter()
+                    .map(batch_delete)
+                    .collect(),
+            ),
+        );
+        assert_eq!(store, StateStore::default());
+    }
+
+    #[test]
+    fn a_batch_with_one_stale_compare_and_set_applies_nothing_and_names_the_key() {
+        let mut store = StateStore::default();
+        ok(&mut store, 1, 1.0, &put("a", b"1"));
+        let b = ok(&mut store, 2, 1.0, &put("b", b"2")).entry.unwrap();
+        let conflicts = [
+            // The stale one comes after ops that would apply.
+            (
+                vec![
+                    batch_put("c", b"3"),
+                    batch_delete("a"),
+                    batch_cas("b", 1, b"x", false),
+                ],
+                "b",
+                Some(b.clone()),
+            ),
+            // "Must not exist", but it does.
+            (
+                vec![batch_cas("b", 0, b"x", false), batch_put("d", b"4")],
+                "b",
+                Some(b.clone()),
+            ),
+            // A compare-and-delete of a key that is gone.
+            (
+                vec![batch_put("e", b"5"), batch_cas("missing", 2, b"", true)],
+                "missing",
+                None,
+            ),
+            // The first conflict, in op order, is the one reported.
+            (
+                vec![batch_cas("a", 7, b"", false), batch_cas("b", 7, b"", false)],
+                "a",
+                store.get(NS, "a"),
+            ),
+        ];
+        for (index, (ops, key, current)) in (3..).zip(conflicts) {
+            let before = store.clone();
+            let result = ok(&mut store, index, 1.0, &batch(ops));
+            assert!(!result.succeeded && result.batch.is_empty() && !result.fenced);
+            assert_eq!(result.conflict_key, key);
+            assert_eq!(result.current, current);
+            assert_eq!(store, before, "a conflicting batch changed the store");
+        }
+        // With the right versions the same kind of batch applies.
+        let applied = ok(
+            &mut store,
+            10,
+            1.0,
+            &batch(vec![batch_put("c", b"3"), batch_cas("b", 2, b"x", false)]),
+        );
+        assert!(applied.succeeded);
+        assert_eq!(store.get(NS, "b").unwrap().value, b"x");
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_and_name_the_field() {
+        let mut store = StateStore::default();
+        ok(&mut store, 1, 1.0, &put("k", b"v"));
+        let too_many: Vec<_> = (0..=limits::MAX_STORE_BATCH_OPS)
+            .map(|i| batch_put(&format!("k{i}"), b""))
+            .collect();
+        let value = vec![0u8; limits::MAX_STORE_VALUE_BYTES];
+        let too_big: Vec<_> = (0..limits::MAX_STORE_BATCH_BYTES / value.len() + 1)
+            .map(|i| batch_put(&format!("k{i}"), &value))
+            .collect();
+        let cases = [
+            (vec![], "batch.ops:"),
+            (too_many, "batch.ops:"),
+            (too_big, "batch.ops (keys and values):"),
+            (
+                vec![batch_put("a", b""), w::BatchOp { op: None }],
+                "batch.ops[1]:",
+            ),
+            (
+                vec![batch_put("a", b""), batch_put("", b"")],
+                "batch.ops[1].put.key:",
+            ),
+            (
+                vec![batch_put("a", b""), batch_put("b", b""), batch_delete("a")],
+                "batch.ops[2].delete.key:",
+            ),
+            (
+                vec![batch_cas(
+                    "a",
+                    0,
+                    &vec![0; limits::MAX_STORE_VALUE_BYTES + 1],
+                    false,
+                )],
+                "batch.ops[0].compare_and_set.value:",
+            ),
+            (
+                vec![batch_cas(
+                    &"k".repeat(limits::MAX_STORE_KEY_LEN + 1),
+                    0,
+                    b"",
+                    true,
+                )],
+                "batch.ops[0].compare_and_set.key:",
+            ),
+        ];
+        for (i, (ops, field)) in cases.into_iter().enumerate() {
+            let write = batch(ops);
+            let error = StateStore::validate_write(&write).unwrap_err().to_string();
+            assert!(error.starts_with(field), "{field}: {error}");
+            let refusal = refused(&mut store, 10 + i as u64, 1.0, &write);
+            assert!(refusal.starts_with(field), "{field}: {refusal}");
+        }
+        // Exactly at the limits is fine.
+        let most: Vec<_> = (0..limits::MAX_STORE_BATCH_OPS)
+            .map(|i| batch_put(&format!("k{i}"), b""))
+            .collect();
+        assert_eq!(
+            ok(&mut store, 100, 1.0, &batch(most)).batch.len(),
+            limits::MAX_STORE_BATCH_OPS
+        );
+        let biggest: Vec<_> = (0..limits::MAX_STORE_BATCH_BYTES / value.len())
+            .map(|i| batch_put(&format!("{i}"), &value[..value.len() - 2]))
+            .collect();
+        ok(&mut store, 101, 1.0, &batch(biggest));
+    }
+
+    #[test]
+    fn a_batch_needs_room_after_all_its_ops_or_applies_nothing() {
+        let mut store = StateStore::default();
+        let value = vec![7u8; limits::MAX_STORE_VALUE_BYTES];
+        // Room for one more value, not two.
+        let filled = limits::MAX_STORE_NAMESPACE_BYTES / (value.len() + 4) - 1;
+        for i in 0..filled {
+            ok(
+                &mut store,
+                i as u64 + 1,
+                1.0,
+                &put(&format!("{i:04}"), &value),
+            );
+        }
+        let mut index = filled as u64 + 1;
+        let error = refused(
+            &mut store,
+            index,
+            1.0,
+            &batch(vec![batch_put("a", &value), batch_put("b", &value)]),
+        );
+        assert!(
+            error.contains("bytes") && error.contains("limit"),
+            "{error}"
+        );
+        // Deleting in the same batch makes room, wherever the delete comes.
+        ok(
+            &mut store,
+            index,
+            1.0,
+            &batch(vec![
+                batch_put("a", &value),
+                batch_put("b", &value),
+                batch_delete("0000"),
+            ]),
+        );
+        index += 1;
+
+        let mut store = StateStore::default();
+        for chunk in 0..limits::MAX_STORE_KEYS / limits::MAX_STORE_BATCH_OPS {
+            let ops = (0..limits::MAX_STORE_BATCH_OPS)
+                .map(|i| {
+                    batch_put(
+                        &format!("k{}", chunk * limits::MAX_STORE_BATCH_OPS + i),
+                        b"",
+                    )
+                })
+                .collect();
+            ok(&mut store, index, 1.0, &batch(ops));
+            index += 1;
+        }
+        assert_eq!(
+            store.namespace(NS).unwrap().key_count(),
+            limits::MAX_STORE_KEYS
+        );
+        let error = refused(
+            &mut store,
+            index,
+            1.0,
+            &batch(vec![batch_put("k0", b"update"), batch_put("new", b"")]),
+        );
+        assert!(error.contains("keys") && error.contains("limit"), "{error}");
+        ok(
+            &mut store,
+            index,
+            1.0,
+            &batch(vec![
+                batch_put("new", b""),
+                batch_cas("k1", index - 1, b"", true),
+            ]),
+        );
+        assert_eq!(
+            store.namespace(NS).unwrap().key_count(),
+            limits::MAX_STORE_KEYS
+        );
+    }
+
+    #[test]
+    fn a_batch_never_moves_a_version_back() {
+        let mut store = StateStore::default();
+        ok(&mut store, 5, 1.0, &put("k", b"v"));
+        let error = refused(
+            &mut store,
+            5,
+            1.0,
+            &batch(vec![batch_put("other", b""), batch_put("k", b"w")]),
+        );
+        assert!(error.contains("not after"), "{error}");
+    }
+
+    #[test]
+    fn fenced_writes_apply_only_while_the_holder_keeps_the_lease_at_that_epoch() {
+        let mut store = StateStore::default();
+        let lease = ok(&mut store, 10, 100.0, &acquire("leader", "a", 30.0))
+            .lease
+            .unwrap();
+        assert_eq!(lease.epoch, 10);
+
+        // While a holds it at epoch 10, a's fenced writes of every kind apply.
+        let written = ok(
+            &mut store,
+            11,
+            110.0,
+            &fenced(put("k", b"1"), "leader", "a", 10),
+        );
+        assert!(written.succeeded && !written.fenced);
+        let swapped = ok(
+            &mut store,
+            12,
+            111.0,
+            &fenced(cas("k", 11, b"2", false), "leader", "a", 10),
+        );
+        assert!(swapped.succeeded);
+        let batched = ok(
+            &mut store,
+            13,
+            112.0,
+            &fenced(
+                batch(vec![batch_put("j", b"3"), batch_delete("k")]),
+                "leader",
+                "a",
+                10,
+            ),
+        );
+        assert!(batched.succeeded && batched.batch.len() == 2);
+        assert!(store.get(NS, "k").is_none());
+
+        // Another holder, another epoch, an unknown lease: refused, and told who holds it.
+        let held = fenced_out(
+            &mut store,
+            14,
+            113.0,
+            &fenced(put("k", b"x"), "leader", "b", 10),
+        );
+        assert_eq!(held, Some(lease.clone()));
+        let stale = fenced_out(
+            &mut store,
+            15,
+            113.0,
+            &fenced(delete("j"), "leader", "a", 9),
+        );
+        assert_eq!(stale, Some(lease.clone()));
+        assert_eq!(
+            fenced_out(
+                &mut store,
+                16,
+                113.0,
+                &fenced(put("k", b"x"), "other", "a", 10)
+            ),
+            None
+        );
+        // Leases belong to a namespace: the same fence does not hold in another one.
+        let elsewhere = pb::StateStoreWrite {
+            namespace: "cron".into(),
+            ..fenced(put("k", b"x"), "leader", "a", 10)
+        };
+        fenced_out(&mut store, 17, 113.0, &elsewhere);
+        // The fence is checked before the compare-and-set: a fenced-out writer learns
+        // that it lost the lease, not a version it could act on.
+        let result = store.apply_write(
+            18,
+            113.0,
+            &fenced(cas("j", 1, b"", true), "leader", "b", 10),
+        );
+        assert!(result.fenced && result.current.is_none());
+
+        // Expiry is judged at the write's time, the leader's clock stamped into the entry.
+        assert_eq!(
+            fenced_out(
+                &mut store,
+                19,
+                130.0,
+                &fenced(put("k", b"late"), "leader", "a", 10)
+            ),
+            None,
+            "the lease expired at 130"
+        );
+        ok(
+            &mut store,
+            20,
+            129.9,
+            &fenced(put("k", b"just in time"), "leader", "a", 10),
+        );
+
+        // Another instance takes over: the deposed holder's writes are refused, even
+        // batches of plain puts, and the new holder's apply.
+        let taken = ok(&mut store, 21, 131.0, &acquire("leader", "b", 30.0))
+            .lease
+            .unwrap();
+        assert_eq!((taken.holder.as_str(), taken.epoch), ("b", 11));
+        let deposed = fenced_out(
+            &mut store,
+            22,
+            132.0,
+            &fenced(batch(vec![batch_put("k", b"deposed")]), "leader", "a", 10),
+        );
+        assert_eq!(deposed, Some(taken.clone()));
+        ok(
+            &mut store,
+            23,
+            132.0,
+            &fenced(put("k", b"b was here"), "leader", "b", 11),
+        );
+        assert_eq!(store.get(NS, "k").unwrap().value, b"b was here");
+
+        // Even the same holder coming back after a release holds a new epoch.
+        ok(&mut store, 24, 133.0, &release("leader", "b"));
+        let again = ok(&mut store, 25, 134.0, &acquire("leader", "b", 30.0))
+            .lease
+            .unwrap();
+        assert_eq!(again.epoch, 25);
+        fenced_out(
+            &mut store,
+            26,
+            135.0,
+            &fenced(put("k", b"old"), "leader", "b", 11),
+        );
+        ok(
+            &mut store,
+            27,
+            135.0,
+            &fenced(put("k", b"new"), "leader", "b", 25),
+        );
+    }
+
+    #[test]
+    fn malformed_fences_are_refused_and_name_the_field() {
+        let mut store = StateStore::default();
+        ok(&mut store, 1, 1.0, &acquire("leader", "a", 30.0));
+        for (i, (fence, field)) in [
+            (fenced(put("k", b""), "", "a", 1), "fence.lease:"),
+            (fenced(put("k", b""), "leader", "", 1), "fence.holder:"),
+            (
+                fenced(put("k", b""), "leader", &"h".repeat(257), 1),
+                "fence.holder:",
+            ),
+            (fenced(put("k", b""), "leader", "a", 0), "fence.epoch:"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let error = refused(&mut store, 10 + i as u64, 1.0, &fence);
+            assert!(error.starts_with(field), "{field}: {error}");
+        }
     }
 }
