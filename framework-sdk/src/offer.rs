@@ -14,6 +14,9 @@ use agora_proto as pb;
 /// Thousandths: the fixed-point unit of `Resources` scalars.
 const SCALE: f64 = 1000.0;
 
+/// The most ports one task may ask for; a port range holds at most 65536 anyway.
+const MAX_PORTS: usize = 65_536;
+
 /// Why an offer cannot be used, or a task cannot be built from it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OfferError {
@@ -54,8 +57,11 @@ pub struct TaskBuilder {
     mem: f64,
     /// Disk wanted, in MB; finite and not negative.
     disk: f64,
-    /// How many ports to take from the offer's `ports` ranges.
-    ports: u64,
+    /// GPUs wanted; finite and not negative (0: none asked for).
+    gpus: f64,
+    /// One entry per port to take from the offer's `ports` ranges, in order: 0 takes
+    /// any free port, any other number exactly that port.
+    ports: Vec<u64>,
     /// Extra environment variables for the command, in order.
     env: Vec<(String, String)>,
     /// Files fetched into the sandbox before the command starts, added after the
@@ -66,6 +72,12 @@ pub struct TaskBuilder {
     /// Image (from the agents' image store) the task's root filesystem comes from;
     /// `None` runs it on the agent's own filesystem.
     image: Option<String>,
+    /// Container type and volumes; `image` is set into it on `take`.
+    container: Option<pb::ContainerInfo>,
+    /// Run by the executor next to the task; results arrive on status updates.
+    health_check: Option<pb::HealthCheck>,
+    /// SIGTERM → SIGKILL grace period in seconds (the agent's default when `None`).
+    kill_grace_period_seconds: Option<f64>,
 }
 
 impl TaskBuilder {
@@ -129,11 +141,58 @@ impl TaskBuilder {
         self
     }
 
+    /// GPUs (the offer's `gpus` scalar).
+    pub fn gpus(mut self, gpus: f64) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
     /// Takes `count` ports from the offer; the command sees them as `$PORT0`,
     /// `$PORT1`, ... and the first also as `$PORT` (Marathon's convention).
     pub fn ports(mut self, count: u64) -> Self {
-        self.ports = count;
+        self.ports = vec![0; usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PORTS)];
         self
+    }
+
+    /// Takes one port per entry, in order: 0 any free port of the offer, any other
+    /// number exactly that port (the task does not fit when it is not offered). The
+    /// command sees them as with [`TaskBuilder::ports`].
+    pub fn host_ports(mut self, ports: Vec<u64>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Runs the task in a container of this type (MESOS, or DOCKER for the agent's
+    /// OCI path) even without an image.
+    pub fn container_type(mut self, kind: pb::container_info::Type) -> Self {
+        self.container_mut().r#type = kind as i32;
+        self
+    }
+
+    /// Mounts a volume into the task's container (read by the agent's OCI path; the
+    /// host path must lie in the sandbox or in a place the agent allows).
+    pub fn volume(mut self, volume: pb::Volume) -> Self {
+        self.container_mut().volumes.push(volume);
+        self
+    }
+
+    /// The task's health check, run by its executor on the agent.
+    pub fn health_check(mut self, check: pb::HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
+    /// How long the task gets between SIGTERM and SIGKILL when it is killed.
+    pub fn kill_grace_period(mut self, seconds: f64) -> Self {
+        self.kill_grace_period_seconds = Some(seconds);
+        self
+    }
+
+    fn container_mut(&mut self) -> &mut pb::ContainerInfo {
+        self.container.get_or_insert_with(|| pb::ContainerInfo {
+            r#type: pb::container_info::Type::Mesos as i32,
+            ..Default::default()
+        })
     }
 
     /// Fetches `value` (`http://`, `file://` or an absolute path) into the sandbox
@@ -242,8 +301,16 @@ impl OfferResources {
         self.plan(task).is_ok()
     }
 
+    /// The ports `take` would give `task` now, in the order it asks for them. Lets a
+    /// caller derive more of the task (environment, health check port) from its ports
+    /// first and then take it with exactly these.
+    pub fn assign_ports(&self, task: &TaskBuilder) -> Result<Vec<u64>, OfferError> {
+        self.take_ports(task).map(|(_, ports)| ports)
+    }
+
     /// Builds `task` on this offer's agent and subtracts what it uses. On error
-    /// nothing is taken.
+    /// nothing is taken. Variables set with [`TaskBuilder::env`] replace the port
+    /// variables of the same name.
     pub fn take(&mut self, task: &TaskBuilder) -> Result<pb::TaskInfo, OfferError> {
         let (taken, ports) = self.plan(task)?;
         self.remaining
@@ -260,7 +327,12 @@ impl OfferResources {
         let first_port = ports
             .first()
             .map(|port| ("PORT".to_string(), port.to_string()));
-        for (name, value) in port_vars.chain(first_port).chain(task.env.iter().cloned()) {
+        let explicit: std::collections::HashSet<&str> =
+            task.env.iter().map(|(name, _)| name.as_str()).collect();
+        let automatic = port_vars
+            .chain(first_port)
+            .filter(|(name, _)| !explicit.contains(name.as_str()));
+        for (name, value) in automatic.chain(task.env.iter().cloned()) {
             environment
                 .variables
                 .push(pb::environment::Variable { name, value });
@@ -280,6 +352,16 @@ impl OfferResources {
         } else {
             task.name.clone()
         };
+        let mut container = task.container.clone();
+        if let Some(image) = &task.image {
+            let container = container.get_or_insert_with(|| pb::ContainerInfo {
+                r#type: pb::container_info::Type::Mesos as i32,
+                ..Default::default()
+            });
+            container.image = Some(pb::container_info::Image {
+                name: image.clone(),
+            });
+        }
         let info = pb::TaskInfo {
             name,
             task_id: Some(pb::TaskId {
@@ -289,10 +371,10 @@ impl OfferResources {
             resources: taken.to_proto(),
             command: Some(command),
             labels,
-            container: task.image.as_ref().map(|name| pb::ContainerInfo {
-                r#type: pb::container_info::Type::Mesos as i32,
-                image: Some(pb::container_info::Image { name: name.clone() }),
-                ..Default::default()
+            container,
+            health_check: task.health_check.clone(),
+            kill_policy: task.kill_grace_period_seconds.map(|grace| pb::KillPolicy {
+                grace_period_seconds: Some(grace),
             }),
             ..Default::default()
         };
@@ -312,7 +394,12 @@ impl OfferResources {
             return Err(task.invalid("no command given (use shell, exec or command)"));
         }
         let mut wanted = Vec::new();
-        for (name, amount) in [("cpus", task.cpus), ("mem", task.mem), ("disk", task.disk)] {
+        for (name, amount) in [
+            ("cpus", task.cpus),
+            ("mem", task.mem),
+            ("disk", task.disk),
+            ("gpus", task.gpus),
+        ] {
             if !(0.0..=limits::MAX_SCALAR).contains(&amount) {
                 return Err(task.invalid(format!(
                     "{name} must be a finite number from 0 to {}",
@@ -388,46 +475,88 @@ impl OfferResources {
         Ok(out)
     }
 
+    /// Fixed ports first, so a task asking for a given port and for any others never
+    /// gets that port twice; then the lowest free ports, reserved roles first.
     fn take_ports(&self, task: &TaskBuilder) -> Result<(Vec<pb::Resource>, Vec<u64>), OfferError> {
-        let mut wanted = task.ports;
-        let mut resources = Vec::new();
-        let mut ports = Vec::new();
-        if wanted == 0 {
-            return Ok((resources, ports));
+        if task.ports.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
         }
-        for (key, quantity) in self.entries("ports") {
-            let Quantity::Ranges(free) = quantity else {
-                continue;
-            };
-            let chosen: RangeSet = free.take_first(wanted);
-            let count = chosen.count();
-            if count == 0 {
+        if task.ports.len() > MAX_PORTS {
+            return Err(task.invalid(format!("more than {MAX_PORTS} ports asked for")));
+        }
+        let mut free: Vec<(&ResourceKey, RangeSet)> = self
+            .entries("ports")
+            .into_iter()
+            .filter_map(|(key, quantity)| match quantity {
+                Quantity::Ranges(set) => Some((key, set.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut chosen = vec![RangeSet::new(); free.len()];
+        let mut ports = vec![0; task.ports.len()];
+        let mut take = |entry: usize, port: u64, free: &mut [(&ResourceKey, RangeSet)]| {
+            free[entry]
+                .1
+                .remove(&RangeSet::from_intervals([(port, port)]));
+            chosen[entry].insert(port, port);
+        };
+        for (slot, &wanted) in task.ports.iter().enumerate() {
+            if wanted == 0 {
                 continue;
             }
-            ports.extend(chosen.values());
-            resources.push(pb::Resource {
+            let Some(entry) = free
+                .iter()
+                .position(|(_, set)| set.contains_range(wanted, wanted))
+            else {
+                return Err(OfferError::DoesNotFit {
+                    task_id: task.task_id.clone(),
+                    resource: format!("port {wanted}"),
+                    needed: 1.0,
+                    available: 0.0,
+                });
+            };
+            take(entry, wanted, &mut free);
+            ports[slot] = wanted;
+        }
+        let dynamic = task.ports.iter().filter(|p| **p == 0).count();
+        let mut assigned = 0;
+        for (slot, &wanted) in task.ports.iter().enumerate() {
+            if wanted != 0 {
+                continue;
+            }
+            let found = free.iter().enumerate().find_map(|(entry, (_, set))| {
+                set.take_first(1).values().next().map(|port| (entry, port))
+            });
+            let Some((entry, port)) = found else {
+                return Err(OfferError::DoesNotFit {
+                    task_id: task.task_id.clone(),
+                    resource: "ports".into(),
+                    needed: dynamic as f64,
+                    available: assigned as f64,
+                });
+            };
+            take(entry, port, &mut free);
+            ports[slot] = port;
+            assigned += 1;
+        }
+        let resources = free
+            .iter()
+            .zip(&chosen)
+            .filter(|(_, set)| !set.is_empty())
+            .map(|((key, _), set)| pb::Resource {
                 name: "ports".into(),
                 role: key.role.clone(),
                 value: Some(pb::resource::Value::Ranges(pb::Ranges {
-                    range: chosen
+                    range: set
                         .intervals()
                         .iter()
                         .map(|&(begin, end)| pb::Range { begin, end })
                         .collect(),
                 })),
                 reservation: None,
-            });
-            wanted -= count;
-            if wanted == 0 {
-                return Ok((resources, ports));
-            }
-        }
-        Err(OfferError::DoesNotFit {
-            task_id: task.task_id.clone(),
-            resource: "ports".into(),
-            needed: task.ports as f64,
-            available: (task.ports - wanted) as f64,
-        })
+            })
+            .collect();
+        Ok((resources, ports))
     }
 }
 
@@ -587,5 +716,91 @@ mod tests {
             (vars[0].name.as_str(), vars[0].value.as_str()),
             ("GREETING", "hi")
         );
+    }
+
+    #[test]
+    fn fixed_ports_are_taken_exactly_and_never_handed_out_twice() {
+        let mut room = OfferResources::new(&offer("cpus:4;mem:1000;ports:[31000-31002]")).unwrap();
+        // The fixed port is taken first, so the dynamic one before it skips it.
+        let builder = task("a").host_ports(vec![0, 31000]);
+        assert_eq!(room.assign_ports(&builder).unwrap(), [31001, 31000]);
+        let info = room.take(&builder).unwrap();
+        assert_eq!(
+            Resources::from_proto(&info.resources)
+                .unwrap()
+                .ranges("ports")
+                .intervals(),
+            &[(31000, 31001)]
+        );
+        let err = room.take(&task("b").host_ports(vec![31000])).unwrap_err();
+        assert!(
+            matches!(err, OfferError::DoesNotFit { ref resource, .. } if resource == "port 31000"),
+            "{err}"
+        );
+        let err = room.take(&task("c").host_ports(vec![0, 0])).unwrap_err();
+        assert!(
+            matches!(err, OfferError::DoesNotFit { ref resource, .. } if resource == "ports"),
+            "{err}"
+        );
+        assert_eq!(
+            room.remaining().ranges("ports").intervals(),
+            &[(31002, 31002)]
+        );
+    }
+
+    #[test]
+    fn explicit_env_replaces_the_port_variables() {
+        let mut room = OfferResources::new(&offer("cpus:1;mem:100;ports:[5000-5001]")).unwrap();
+        let info = task("t")
+            .ports(2)
+            .env("PORT1", "80")
+            .build(&mut room)
+            .unwrap();
+        let vars: Vec<(String, String)> = info
+            .command
+            .unwrap()
+            .environment
+            .unwrap()
+            .variables
+            .into_iter()
+            .map(|v| (v.name, v.value))
+            .collect();
+        assert_eq!(
+            vars,
+            [("PORT0", "5000"), ("PORT", "5000"), ("PORT1", "80")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn container_health_check_kill_policy_and_gpus_reach_the_task() {
+        let mut room = OfferResources::new(&offer("cpus:1;mem:100;gpus:2")).unwrap();
+        let check = pb::HealthCheck {
+            r#type: pb::health_check::Type::Tcp as i32,
+            tcp: Some(pb::health_check::Tcp { port: 8080 }),
+            ..Default::default()
+        };
+        let volume = pb::Volume {
+            container_path: "/data".into(),
+            host_path: "data".into(),
+            mode: pb::volume::Mode::Rw as i32,
+        };
+        let info = task("t")
+            .gpus(1.0)
+            .container_type(pb::container_info::Type::Docker)
+            .image("busybox")
+            .volume(volume.clone())
+            .health_check(check.clone())
+            .kill_grace_period(7.5)
+            .build(&mut room)
+            .unwrap();
+        let container = info.container.unwrap();
+        assert_eq!(container.r#type, pb::container_info::Type::Docker as i32);
+        assert_eq!(container.image.unwrap().name, "busybox");
+        assert_eq!(container.volumes, [volume]);
+        assert_eq!(info.health_check, Some(check));
+        assert_eq!(info.kill_policy.unwrap().grace_period_seconds, Some(7.5));
+        assert_eq!(room.remaining().scalar("gpus"), 1.0);
+        assert!(!room.fits(&task("u").gpus(2.0)));
     }
 }
