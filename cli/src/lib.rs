@@ -6,7 +6,8 @@
 //!   (hidden: the built-in command executor the agent starts), the operator views
 //!   `state`, `agents`, `frameworks`, `tasks`, `logs`, and the operator commands `quota`,
 //!   `weights`, `roles` and `agent drain|reactivate`, and `image import|list` (the
-//!   agents' local OCI image store).
+//!   agents' local OCI image store), `apps` (an apps instance: services with
+//!   Marathon's REST API) and `app deploy|list|show|scale|restart|rm` (its client).
 //! - `operator_client`: the gRPC connection the operator views share.
 //! - `agent_client`: HTTP GETs of an agent's API (logs, container usage).
 //! - `table`: plain-text tables for the operator views.
@@ -61,6 +62,10 @@ enum Command {
     Roles(operator_client::ListArgs),
     /// Import OCI images into the local image store agents run them from, or list it.
     Image(commands::image::ImageArgs),
+    /// Run an apps instance: long-running services with Marathon's REST API.
+    Apps(commands::apps::AppsArgs),
+    /// Deploy, list, show, scale, restart or remove apps (through `--apps`).
+    App(commands::app::AppArgs),
 }
 
 /// Builds a runtime, or says why it cannot.
@@ -98,6 +103,8 @@ pub fn main() -> ExitCode {
             Command::Weights(args) => commands::weights::run(args).await,
             Command::Roles(args) => commands::roles::run(args).await,
             Command::Image(args) => commands::image::run(args).await,
+            Command::Apps(args) => commands::apps::run(args).await,
+            Command::App(args) => commands::app::run(args).await,
         }
     });
     match result {

@@ -21,6 +21,7 @@
 pub mod bench;
 pub mod images;
 pub mod master_group;
+pub mod python;
 pub mod requirements;
 pub mod sim_agent;
 
@@ -866,7 +867,8 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response, joined.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.trim(), 16) else {

@@ -1,5 +1,6 @@
-//! `agora dev`: a whole cluster in one process — one master (or a group of 3 or 5)
-//! and N agents — with its data under one directory, for trying Agora on a laptop.
+//! `agora dev`: a whole cluster in one process — one master (or a group of 3 or 5),
+//! N agents and an apps instance (Marathon's REST API, on `--apps-port`) — with its
+//! data under one directory, for trying Agora on a laptop.
 //!
 //! With `--masters 3` the masters serve on `--port`, `--port`+10, `--port`+20 (or
 //! each on a port the OS picks, with `--port 0`) and keep their raft data in
@@ -55,6 +56,13 @@ pub struct DevArgs {
     /// Resources of each agent (default: detected).
     #[arg(long)]
     pub agent_resources: Option<String>,
+    /// Port of the apps instance (Marathon's REST API: /v2/apps, ...). 0 lets the
+    /// OS choose.
+    #[arg(long, default_value_t = 8080)]
+    pub apps_port: u16,
+    /// Run no apps instance.
+    #[arg(long)]
+    pub no_apps: bool,
     /// Where the masters' raft data and the agents' work dirs go.
     #[arg(long, default_value = "./.agora-dev")]
     pub data_dir: PathBuf,
@@ -360,19 +368,68 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         config.attributes = format!("agent:{}", i + 1);
         agents.push(Agent::start(config, listener).await?);
     }
+    let apps = start_apps(&args, &master_addrs, &logger).await?;
+    let apps_url = apps
+        .as_ref()
+        .map(|apps| format!("http://{}", reachable_addr(apps.local_addr())));
 
     let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     if peers.0.is_empty() {
-        print_banner(&args, &master_list, &data_dir);
+        print_banner(&args, &master_list, apps_url.as_deref(), &data_dir);
     } else {
-        print_group_banner(&args, &peers, &master_list, leader, &data_dir);
+        print_group_banner(
+            &args,
+            &peers,
+            &master_list,
+            leader,
+            apps_url.as_deref(),
+            &data_dir,
+        );
     }
 
     let outcome = run_until_stopped(masters, &logger).await;
+    // The apps instance first: stopped after the agents, it would see its tasks lost.
+    if let Some(apps) = apps {
+        apps.shutdown().await;
+    }
     for agent in agents {
         agent.shutdown().await;
     }
     outcome.finish().await
+}
+
+/// Starts the apps instance against the masters, unless `--no-apps`.
+async fn start_apps(
+    args: &DevArgs,
+    masters: &[String],
+    logger: &slog::Logger,
+) -> anyhow::Result<Option<agora_apps::AppsServer>> {
+    if args.no_apps {
+        return Ok(None);
+    }
+    let listen = SocketAddr::new(args.ip, args.apps_port);
+    let config = agora_apps::AppsConfig::new(masters.to_vec(), listen);
+    let apps = agora_apps::AppsServer::start(config, logger.new(slog::o!("apps" => 1)))
+        .await
+        .with_context(|| {
+            format!("the apps instance did not start on {listen} (use --apps-port, or --no-apps)")
+        })?;
+    Ok(Some(apps))
+}
+
+/// `addr` as others reach it: a wildcard listener over loopback.
+fn reachable_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(reachable(addr.ip()), addr.port())
+}
+
+/// The banner's lines about the apps instance.
+fn print_apps_lines(apps: Option<&str>) {
+    if let Some(apps) = apps {
+        println!("  apps API      {apps}/v2/apps  (Marathon's REST API)");
+        println!(
+            "  an app        agora app deploy app.json --apps {apps}   (then: agora app list)"
+        );
+    }
 }
 
 /// How the masters' run ended, and the masters still to stop.
@@ -450,7 +507,7 @@ async fn run_until_stopped(masters: Vec<(u64, MasterHandle)>, logger: &slog::Log
     }
 }
 
-fn print_banner(args: &DevArgs, master: &str, data_dir: &Path) {
+fn print_banner(args: &DevArgs, master: &str, apps: Option<&str>, data_dir: &Path) {
     println!();
     println!("Agora is running: 1 master, {} agents.", args.agents);
     println!("  web UI        http://{master}/");
@@ -460,9 +517,10 @@ fn print_banner(args: &DevArgs, master: &str, data_dir: &Path) {
     println!(
         "  try a job     cargo run --release -p agora-hello -- --master {master} --tasks 20 --cmd 'echo hello; sleep 1'"
     );
+    print_apps_lines(apps);
     println!("  data          {}", data_dir.display());
     println!("  a group       agora dev --masters 3 runs three replicating masters");
-    println!("Ctrl-C stops the master and the agents.");
+    println!("Ctrl-C stops the master, the agents and the apps instance.");
     println!();
 }
 
@@ -471,6 +529,7 @@ fn print_group_banner(
     peers: &Peers,
     masters: &str,
     leader: Option<(u64, String, Duration)>,
+    apps: Option<&str>,
     data_dir: &Path,
 ) {
     let first = peers.0.values().next().cloned().unwrap_or_default();
@@ -520,8 +579,9 @@ fn print_group_banner(
         "                  agora master --id 1 --peers {} --data-dir ./master-1   (and --id 2, 3, ...)",
         peers.flag()
     );
+    print_apps_lines(apps);
     println!("  data          {}", data_dir.display());
-    println!("Ctrl-C stops the masters and the agents.");
+    println!("Ctrl-C stops the masters, the agents and the apps instance.");
     println!();
 }
 

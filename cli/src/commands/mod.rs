@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod agent_drain;
 pub mod agents;
+pub mod app;
+pub mod apps;
 pub mod dev;
 pub mod executor;
 pub mod frameworks;

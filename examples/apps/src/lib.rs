@@ -11,7 +11,7 @@
 //! restarted or standby apps instance continues where the last one stopped.
 //!
 //! # Layout
-//! - [`config`]: [`AppsConfig`].
+//! - [`config`]: the settings, [`AppsConfig`].
 //! - [`model`]: Marathon's JSON — [`model::AppDefinition`], groups, ids, versions,
 //!   validation (422 bodies), and the `TaskInfo` an instance is launched with.
 //! - [`placement`]: constraints and the choice of offer for each instance (pure).
@@ -20,7 +20,7 @@
 //! - [`controller`]: the single owner of the state; the API's [`controller::ControllerHandle`].
 //! - [`api`]: the REST endpoints, one file per endpoint family, and the HTTP error mapping.
 //! - [`events`]: the event bus behind `/v2/events`.
-//! - [`error`]: [`AppsError`].
+//! - [`error`]: every failure, [`AppsError`].
 //! - [`server`]: [`AppsServer`]: leader election, driver, controller and HTTP wired together.
 
 pub mod api;
@@ -37,3 +37,9 @@ pub mod state;
 pub use config::AppsConfig;
 pub use error::AppsError;
 pub use server::AppsServer;
+
+/// Waits until a watched flag equals `value` (or its sender is gone). Returns
+/// nothing, so no borrow of the channel is held across the caller's awaits.
+pub(crate) async fn until(flag: &mut tokio::sync::watch::Receiver<bool>, value: bool) {
+    let _ = flag.wait_for(|current| *current == value).await;
+}

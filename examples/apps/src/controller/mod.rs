@@ -14,13 +14,20 @@ use crate::events::EventBus;
 use crate::model::{PathId, RootGroup, Timestamp};
 use crate::state::Instance;
 
+pub mod actor;
+pub mod readiness;
+pub mod scheduler;
+
+pub use actor::Controller;
+
 /// Everything the API shows, as of one moment. Cheap to clone (behind an `Arc`).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// The desired state: the target of the latest deployment.
-    pub root: RootGroup,
-    /// Instances per app (apps without any have no entry).
-    pub instances: BTreeMap<PathId, Vec<Instance>>,
+    pub root: Arc<RootGroup>,
+    /// Instances per app (apps without any have no entry). Shared between
+    /// snapshots: an app's list is rebuilt only when its instances change.
+    pub instances: BTreeMap<PathId, Arc<Vec<Instance>>>,
     /// Running deployments, oldest first.
     pub deployments: Vec<DeploymentView>,
     /// Apps with instances waiting for a launch (the launch queue).
@@ -270,5 +277,28 @@ impl ControllerHandle {
             reply,
         })
         .await
+    }
+}
+
+impl Command {
+    /// Answers the command with `error` without running it (no leader to run it).
+    pub fn refuse(self, error: AppsError) {
+        match self {
+            Command::Deploy { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::KillTasks { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::CancelDeployment { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::ResetDelay { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::GetVersion { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
     }
 }

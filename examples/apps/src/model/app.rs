@@ -55,7 +55,8 @@ pub struct AppDefinition {
     pub health_checks: Vec<HealthCheck>,
     #[serde(default)]
     pub readiness_checks: Vec<ReadinessCheck>,
-    /// Apps (ids relative to this app's group) deployed before this one.
+    /// Apps or groups deployed before this one. Requests may name them relative to
+    /// this app's group; accepted apps hold absolute ids.
     #[serde(default)]
     pub dependencies: Vec<String>,
     #[serde(default)]
@@ -78,13 +79,12 @@ pub struct AppDefinition {
     pub kill_selection: KillSelection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// `[{mode: host | container | container/bridge, name?, labels?}]`; normalised
+    /// to `[{mode: host}]` when absent. Agora's tasks always share their agent's
+    /// network, so the mode only decides between port definitions (host) and port
+    /// mappings (the others), as in Marathon.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<serde_json::Value>,
-    /// Agora's daemon apps: one instance on every agent that matches the
-    /// constraints, following agents as they join and leave; `instances` is then
-    /// reported, not obeyed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub daemon: bool,
     /// Set by the framework: the instant this definition was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Timestamp>,
@@ -150,6 +150,21 @@ pub struct Container {
     pub volumes: Vec<Volume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+/// The label that makes an app a daemon app: one instance on every agent that
+/// matches its constraints, following agents as they join and leave; `instances`
+/// is then reported, not obeyed. A label rather than a field of its own, so every
+/// Marathon client reads and writes daemon apps unchanged.
+pub const DAEMON_LABEL: &str = "AGORA_DAEMON";
+
+impl AppDefinition {
+    /// Whether the app runs once on every matching agent ([`DAEMON_LABEL`] = `true`).
+    pub fn is_daemon(&self) -> bool {
+        self.labels
+            .get(DAEMON_LABEL)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
 }
 
 impl Container {

@@ -40,3 +40,50 @@ pub enum ModelError {
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
 }
+
+/// Collects violations, merging the errors of one path as Marathon does.
+#[derive(Debug, Default)]
+pub(crate) struct Violations(Vec<Violation>);
+
+impl Violations {
+    pub(crate) fn add(&mut self, path: impl Into<String>, error: impl Into<String>) {
+        let path = path.into();
+        let error = error.into();
+        match self.0.iter_mut().find(|v| v.path == path) {
+            Some(violation) => {
+                if !violation.errors.contains(&error) {
+                    violation.errors.push(error);
+                }
+            }
+            None => self.0.push(Violation {
+                path,
+                errors: vec![error],
+            }),
+        }
+    }
+
+    /// Adds `errors` found in a part of the document at `prefix` (`/apps(0)`).
+    pub(crate) fn nested(&mut self, prefix: &str, errors: ValidationErrors) {
+        for violation in errors.details {
+            let path = if violation.path == "/" {
+                prefix.to_string()
+            } else {
+                format!("{prefix}{}", violation.path)
+            };
+            for error in violation.errors {
+                self.add(path.clone(), error);
+            }
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors {
+                message: "Object is not valid".to_string(),
+                details: self.0,
+            })
+        }
+    }
+}
