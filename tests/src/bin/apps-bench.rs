@@ -22,7 +22,14 @@
 //!    100 ms), the POSTs' own p50/p99, and the master's duplicate launches (must be 0).
 //!
 //! Flags: `--agents N --apps N --instances N --clients N --latency-samples N
-//! --agent-resources R --timeout-secs N`.
+//! --agent-resources R --timeout-secs N`. With `--apps-url HOST:PORT` it starts
+//! nothing and measures only POST→RUNNING against that apps API — `agora dev`'s, for
+//! real agents and executors with the process containerizer:
+//!
+//! ```text
+//! cargo run --release -p agora -- dev &
+//! cargo run --release -p agora-tests --bin apps-bench -- --apps-url 127.0.0.1:8080 --latency-samples 100
+//! ```
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,10 +50,13 @@ struct Options {
     latency_samples: usize,
     agent_resources: String,
     timeout: Duration,
+    /// Measure POST→RUNNING against a running apps API (e.g. `agora dev`'s, with
+    /// real agents and the process containerizer) instead of starting a cluster.
+    apps_url: Option<String>,
 }
 
 const USAGE: &str = "usage: apps-bench [--agents N] [--apps N] [--instances N] [--clients N] \
-                     [--latency-samples N] [--agent-resources R] [--timeout-secs N]";
+                     [--latency-samples N] [--agent-resources R] [--timeout-secs N] [--apps-url HOST:PORT]";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
@@ -58,6 +68,7 @@ impl Options {
             latency_samples: 50,
             agent_resources: "cpus:1000;mem:1000000;disk:1000000;ports:[10000-29999]".into(),
             timeout: Duration::from_secs(600),
+            apps_url: None,
         };
         while let Some((flag, value)) = agora_tests::bench::next_flag(&mut args, USAGE)? {
             let number = || {
@@ -72,6 +83,14 @@ impl Options {
                 "--clients" => options.clients = number()?.max(1),
                 "--latency-samples" => options.latency_samples = number()?,
                 "--agent-resources" => options.agent_resources = value,
+                "--apps-url" => {
+                    options.apps_url = Some(
+                        value
+                            .trim_start_matches("http://")
+                            .trim_end_matches('/')
+                            .to_string(),
+                    )
+                }
                 "--timeout-secs" => options.timeout = Duration::from_secs(number()? as u64),
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
             }
@@ -198,7 +217,51 @@ async fn running_total(addr: &str) -> Result<u64, String> {
         .unwrap_or(0))
 }
 
+/// POSTs `samples` one-instance apps one after the other and prints how long each
+/// took from the POST to its TASK_RUNNING on `/v2/events`; deletes each again.
+async fn post_to_running(addr: &str, samples: usize, timeout: Duration) -> Result<(), String> {
+    let mut events = running_events(addr).await?;
+    let mut latencies = Vec::new();
+    for n in 0..samples {
+        let id = format!("/latency/app-{n}");
+        let sent = Instant::now();
+        let (status, body) = request(addr, "POST", "/v2/apps", &app_json(&id, 1)).await?;
+        if status != 201 {
+            return Err(format!("POST {id}: {status} {body}"));
+        }
+        let wait = async {
+            while let Some(app) = events.recv().await {
+                if app == id {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(true) => latencies.push(sent.elapsed()),
+            _ => return Err(format!("{id} never ran")),
+        }
+        let (status, body) =
+            request(addr, "DELETE", &format!("/v2/apps{id}?force=true"), "").await?;
+        if status != 200 {
+            return Err(format!("DELETE {id}: {status} {body}"));
+        }
+    }
+    println!(
+        "POST→RUNNING over {} apps: p50 {}, p99 {}, max {}",
+        latencies.len(),
+        ms(percentile(&mut latencies, 0.5)),
+        ms(percentile(&mut latencies, 0.99)),
+        ms(percentile(&mut latencies, 1.0)),
+    );
+    Ok(())
+}
+
 async fn run(options: Options) -> Result<(), String> {
+    if let Some(addr) = &options.apps_url {
+        println!("apps-bench: POST→RUNNING against the apps API at {addr}");
+        return post_to_running(addr, options.latency_samples, options.timeout).await;
+    }
     println!(
         "apps-bench: {} agents ({}), latency over {} one-instance apps, then {} apps × {} instances, {} clients",
         options.agents,
@@ -258,41 +321,7 @@ async fn run(options: Options) -> Result<(), String> {
     }
 
     // 1. POST → RUNNING on an idle cluster.
-    let mut events = running_events(&addr).await?;
-    let mut latencies = Vec::new();
-    for n in 0..options.latency_samples {
-        let id = format!("/latency/app-{n}");
-        let sent = Instant::now();
-        let (status, body) = request(&addr, "POST", "/v2/apps", &app_json(&id, 1)).await?;
-        if status != 201 {
-            return Err(format!("POST {id}: {status} {body}"));
-        }
-        let wait = async {
-            while let Some(app) = events.recv().await {
-                if app == id {
-                    return true;
-                }
-            }
-            false
-        };
-        match tokio::time::timeout(options.timeout, wait).await {
-            Ok(true) => latencies.push(sent.elapsed()),
-            _ => return Err(format!("{id} never ran")),
-        }
-        let (status, body) =
-            request(&addr, "DELETE", &format!("/v2/apps{id}?force=true"), "").await?;
-        if status != 200 {
-            return Err(format!("DELETE {id}: {status} {body}"));
-        }
-    }
-    println!(
-        "POST→RUNNING over {} apps: p50 {}, p99 {}, max {}",
-        latencies.len(),
-        ms(percentile(&mut latencies, 0.5)),
-        ms(percentile(&mut latencies, 0.99)),
-        ms(percentile(&mut latencies, 1.0)),
-    );
-    drop(events);
+    post_to_running(&addr, options.latency_samples, options.timeout).await?;
     // Let the latency apps' kills finish so the agents' task counts are clean.
     let launched_before: u64 = agents
         .iter()
