@@ -209,6 +209,7 @@ async fn lead_when_elected(
             continue;
         };
         info!(logger, "leading: loading the apps state"; "epoch" => fence.epoch);
+        let epoch = fence.epoch;
         let apps_store = AppsStore::new(store.fenced(fence));
         let loaded = loop {
             match apps_store.load().await {
@@ -250,19 +251,34 @@ async fn lead_when_elected(
         // Lead until the lease is lost or the process stops — or the controller or
         // the driver ends on its own (a panic, the master refusing the framework):
         // then give the leadership up rather than hold it doing nothing.
+        // Also when the lease is ours again under a new epoch (it lapsed between
+        // two renewals): this leadership's fence is stale, so start a new one.
         let mut failed = false;
-        tokio::select! {
-            _ = crate::until(&mut leadership, false) => {
-                warn!(logger, "lost the leadership: stopping the scheduler");
-            }
-            _ = crate::until(&mut stop, true) => {}
-            ended = &mut controller => {
-                warn!(logger, "the controller stopped; giving up the leadership"; "outcome" => ?ended.err());
-                failed = true;
-            }
-            _ = &mut driver => {
-                warn!(logger, "the scheduler driver stopped; giving up the leadership");
-                failed = true;
+        let mut fence_check = tokio::time::interval(config.leader_lease / 3);
+        loop {
+            tokio::select! {
+                _ = crate::until(&mut leadership, false) => {
+                    warn!(logger, "lost the leadership: stopping the scheduler");
+                    break;
+                }
+                _ = crate::until(&mut stop, true) => break,
+                ended = &mut controller => {
+                    warn!(logger, "the controller stopped; giving up the leadership"; "outcome" => ?ended.err());
+                    failed = true;
+                    break;
+                }
+                _ = &mut driver => {
+                    warn!(logger, "the scheduler driver stopped; giving up the leadership");
+                    failed = true;
+                    break;
+                }
+                _ = fence_check.tick() => {
+                    if election.fence().map(|f| f.epoch) != Some(epoch) {
+                        warn!(logger, "the lease was granted again under a new epoch; restarting the leadership");
+                        failed = true;
+                        break;
+                    }
+                }
             }
         }
         *route.lock().unwrap_or_else(PoisonError::into_inner) = None;

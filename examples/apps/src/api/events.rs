@@ -31,6 +31,8 @@ struct Subscription {
     events: Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>,
     bus: EventBus,
     remote_address: String,
+    /// Counts this stream among the open ones until it is dropped.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Stream for Subscription {
@@ -67,7 +69,12 @@ pub(crate) async fn stream(
         .unwrap_or_default();
     let bus = ctx.controller.events().clone();
     // Subscribe before announcing, so that this stream sees its own attachment.
-    let receiver = bus.subscribe();
+    let Some((receiver, permit)) = bus.open_stream() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams are open; try again later",
+        ));
+    };
     bus.publish(
         "event_stream_attached",
         json!({ "remoteAddress": remote_address }),
@@ -86,6 +93,7 @@ pub(crate) async fn stream(
         events: Box::pin(events),
         bus,
         remote_address,
+        _permit: permit,
     };
     Ok(Sse::new(subscription)
         .keep_alive(KeepAlive::new().interval(PING_INTERVAL).text("ping"))
