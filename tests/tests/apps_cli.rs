@@ -4,7 +4,7 @@
 mod apps_support;
 
 use agora_tests::kill_executor_sessions;
-use apps_support::{agora, app_cli, poll, start_dev, stop, wait_tasks};
+use apps_support::{agora, app_cli, get_json, poll, start_dev, stop, wait_tasks};
 use serde_json::Value;
 
 /// The line of `agora app list` naming `id`, if any.
@@ -70,6 +70,24 @@ async fn agora_app_deploys_lists_scales_and_removes_apps() {
     assert!(update.status.success(), "{stderr}");
     assert!(stderr.contains("updating /cli-web"), "{stderr}");
     wait_tasks(&apps, "/cli-web", 2, |_| true).await;
+
+    // Every stored version can be read back: the first one still says 1 instance.
+    let versions = get_json(&apps, "/v2/apps/cli-web/versions")
+        .await
+        .expect("the versions");
+    let versions: Vec<String> = versions["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(versions.len(), 3, "create, scale, update: {versions:?}");
+    let oldest = versions.iter().min().expect("a version");
+    let first = get_json(&apps, &format!("/v2/apps/cli-web/versions/{oldest}"))
+        .await
+        .expect("the first version");
+    assert_eq!(first["instances"], 1, "{first}");
+    assert_eq!(first["version"], oldest.as_str(), "{first}");
 
     let invalid = agora(
         &["app", "deploy", "-", "--apps", &url],

@@ -81,7 +81,8 @@ impl AppsServer {
         let route: CommandRoute = Arc::new(Mutex::new(None));
         tokio::spawn(route_commands(command_rx, route.clone()));
 
-        let handle = ControllerHandle::new(command_tx, snapshot_rx, events.clone());
+        let handle = ControllerHandle::new(command_tx, snapshot_rx, events.clone())
+            .with_version_store(AppsStore::new(store.clone()));
         let info = ApiInfo::new(&config, local_addr);
         let router = crate::api::router(ApiContext {
             controller: handle,

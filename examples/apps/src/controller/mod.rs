@@ -180,9 +180,18 @@ pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     events: EventBus,
+    /// Reads old app versions without going through the controller (a slow
+    /// store read must not hold up its loop). None: ask the controller.
+    versions: Option<crate::state::store::AppsStore>,
 }
 
 impl ControllerHandle {
+    /// Old versions are then read from `store` by the caller's task.
+    pub fn with_version_store(mut self, store: crate::state::store::AppsStore) -> Self {
+        self.versions = Some(store);
+        self
+    }
+
     pub fn new(
         commands: mpsc::Sender<Command>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -192,6 +201,7 @@ impl ControllerHandle {
             commands,
             snapshot,
             events,
+            versions: None,
         }
     }
 
@@ -271,6 +281,21 @@ impl ControllerHandle {
         app: PathId,
         version: Timestamp,
     ) -> Result<crate::model::AppDefinition, AppsError> {
+        if let Some(store) = &self.versions {
+            let current = self
+                .snapshot()
+                .root
+                .apps
+                .get(&app)
+                .filter(|a| a.version == Some(version))
+                .cloned();
+            if let Some(current) = current {
+                return Ok(current);
+            }
+            return store.version(&app, version).await?.ok_or_else(|| {
+                AppsError::NotFound(format!("App '{app}' does not exist in version {version}"))
+            });
+        }
         self.ask(|reply| Command::GetVersion {
             app,
             version,
