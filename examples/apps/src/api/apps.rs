@@ -217,7 +217,7 @@ async fn update_many(
             Box::new(move |root, _version| {
                 let mut root = root.clone();
                 for (id, update) in updates {
-                    root = apply_update(&root, &id, update, partial)?;
+                    apply_update(&mut root, &id, update, partial)?;
                 }
                 Ok(root)
             }),
@@ -234,15 +234,16 @@ fn strip_read_only(update: &mut Map<String, Value>) {
     }
 }
 
-/// The root with `update` applied to app `id`: merged onto the existing app's
-/// JSON when `partial` (fields given replace fields stored), else taken as the
-/// whole definition; an app that does not exist is created.
+/// Applies `update` to app `id` in `root`: merged onto the existing app's JSON
+/// when `partial` (fields given replace fields stored), else taken as the whole
+/// definition; an app that does not exist is created. In place, so a bulk update
+/// of many apps copies the root once.
 fn apply_update(
-    root: &RootGroup,
+    root: &mut RootGroup,
     id: &PathId,
     mut update: Map<String, Value>,
     partial: bool,
-) -> Result<RootGroup, AppsError> {
+) -> Result<(), AppsError> {
     let mut merged = match root.apps.get(id) {
         Some(existing) if partial => match serde_json::to_value(existing) {
             Ok(Value::Object(mut stored)) => {
@@ -260,9 +261,8 @@ fn apply_update(
     };
     merged.insert("id".into(), Value::String(id.to_string()));
     let app = AppDefinition::from_value(Value::Object(merged), &PathId::root())?;
-    let mut root = root.clone();
     root.apps.insert(id.clone(), app);
-    Ok(root)
+    Ok(())
 }
 
 /// Where a path under `/v2/apps/` leads.
@@ -448,7 +448,9 @@ async fn replace(
         .deploy(
             Box::new(move |root, _version| {
                 created_in_edit.store(!root.apps.contains_key(&edit_id), Ordering::Relaxed);
-                apply_update(root, &edit_id, update, partial)
+                let mut root = root.clone();
+                apply_update(&mut root, &edit_id, update, partial)?;
+                Ok(root)
             }),
             Vec::new(),
             force,
