@@ -1,0 +1,1 @@
+//! The REST API: Metronome's `/v1`, one file per endpoint family.

@@ -1,0 +1,1 @@
+//! Dependencies between jobs: a DAG, cycles refused. Pure.
