@@ -7,9 +7,12 @@
 //!   `state`, `agents`, `frameworks`, `tasks`, `logs`, and the operator commands `quota`,
 //!   `weights`, `roles` and `agent drain|reactivate`, and `image import|list` (the
 //!   agents' local OCI image store), `apps` (an apps instance: services with
-//!   Marathon's REST API) and `app deploy|list|show|scale|restart|rm` (its client).
+//!   Marathon's REST API) and `app deploy|list|show|scale|restart|rm` (its client),
+//!   `cron` (a cron instance: scheduled and batch jobs with Metronome's REST API) and
+//!   `job add|run|list|show|history|rm` (its client).
 //! - `operator_client`: the gRPC connection the operator views share.
 //! - `agent_client`: HTTP GETs of an agent's API (logs, container usage).
+//! - `rest_client`: the HTTP client of `app` and `job` (a framework's REST API).
 //! - `table`: plain-text tables for the operator views.
 //! - `logging`: the slog logger every process uses.
 
@@ -17,6 +20,7 @@ mod agent_client;
 mod commands;
 mod logging;
 mod operator_client;
+mod rest_client;
 mod table;
 
 use std::process::ExitCode;
@@ -66,6 +70,10 @@ enum Command {
     Apps(commands::apps::AppsArgs),
     /// Deploy, list, show, scale, restart or remove apps (through `--apps`).
     App(commands::app::AppArgs),
+    /// Run a cron instance: scheduled and batch jobs with Metronome's REST API.
+    Cron(commands::cron::CronArgs),
+    /// Add, run, list, show or remove jobs, and show their history (through `--cron`).
+    Job(commands::job::JobArgs),
 }
 
 /// Builds a runtime, or says why it cannot.
@@ -105,6 +113,8 @@ pub fn main() -> ExitCode {
             Command::Image(args) => commands::image::run(args).await,
             Command::Apps(args) => commands::apps::run(args).await,
             Command::App(args) => commands::app::run(args).await,
+            Command::Cron(args) => commands::cron::run(args).await,
+            Command::Job(args) => commands::job::run(args).await,
         }
     });
     match result {

@@ -1,9 +1,11 @@
-//! Marathon's Python client (PyPI `marathon`) in a virtualenv, and the scenario
-//! scripts in `tests/python/` that drive an apps instance with it, the way its
+//! Marathon's Python client (PyPI `marathon`) and Metronome's (PyPI
+//! `dcos-metronome`), each in a virtualenv, and the scenario scripts in
+//! `tests/python/` that drive an apps or cron instance with them, the way their
 //! users' tools do.
 //!
-//! The virtualenv is made once and kept under the target dir
-//! (`target/python-venv-marathon`); test processes that need it at the same time
+//! A virtualenv is made once and kept under the target dir
+//! (`target/python-venv-marathon`, `target/python-venv-metronome`); test processes
+//! that need it at the same time
 //! take turns on a lock file, and a half-made one (a process killed while pip ran)
 //! is made again. Without `python3` or its `venv` module, or when pip cannot install
 //! the client, a test is skipped — and fails under CI (see [`crate::requirements`]).
@@ -21,6 +23,11 @@ use crate::requirements::required;
 pub const MARATHON_CLIENT: &str = "marathon==0.13.0";
 /// The virtualenv's directory under the target dir.
 const VENV_DIR: &str = "python-venv-marathon";
+/// The Metronome client the `metronome_*` scripts are written against, and the
+/// protobuf it needs: newer protobufs refuse its generated code.
+pub const METRONOME_CLIENT: [&str; 2] = ["dcos-metronome==0.3.0", "protobuf==3.20.3"];
+/// Its virtualenv's directory under the target dir.
+const METRONOME_VENV_DIR: &str = "python-venv-metronome";
 /// Written into the virtualenv last, naming what was installed: a virtualenv without
 /// it was left half-made.
 const READY_MARKER: &str = ".agora-ready";
@@ -43,15 +50,36 @@ macro_rules! marathon_python {
 /// skipped (see [`required`]). Blocks while another process makes it.
 pub fn require_marathon_client(target_tmp: &Path) -> Option<PathBuf> {
     let target_dir = target_tmp.parent().unwrap_or(target_tmp);
-    required(marathon_venv(target_dir))
+    required(client_venv(target_dir, VENV_DIR, &[MARATHON_CLIENT]))
 }
 
-fn marathon_venv(target_dir: &Path) -> Result<PathBuf, String> {
-    let venv = target_dir.join(VENV_DIR);
-    let python = venv.join("bin").join("python");
-    let ready = || {
-        std::fs::read_to_string(venv.join(READY_MARKER)).is_ok_and(|m| m.trim() == MARATHON_CLIENT)
+/// The virtualenv's python with the Metronome client installed, or `None` after
+/// printing why the calling test is skipped; see [`marathon_python!`].
+#[macro_export]
+macro_rules! metronome_python {
+    () => {
+        $crate::python::require_metronome_client(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")))
     };
+}
+
+/// [`require_marathon_client`] for the Metronome client.
+pub fn require_metronome_client(target_tmp: &Path) -> Option<PathBuf> {
+    let target_dir = target_tmp.parent().unwrap_or(target_tmp);
+    required(client_venv(
+        target_dir,
+        METRONOME_VENV_DIR,
+        &METRONOME_CLIENT,
+    ))
+}
+
+/// The python of the virtualenv `dir` under `target_dir` with `packages` installed,
+/// made if need be.
+fn client_venv(target_dir: &Path, dir: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let venv = target_dir.join(dir);
+    let python = venv.join("bin").join("python");
+    let installed = packages.join(" ");
+    let ready =
+        || std::fs::read_to_string(venv.join(READY_MARKER)).is_ok_and(|m| m.trim() == installed);
     if ready() {
         return Ok(python);
     }
@@ -61,7 +89,7 @@ fn marathon_venv(target_dir: &Path) -> Result<PathBuf, String> {
         .map_err(|_| "python3 not installed".to_string())?;
     std::fs::create_dir_all(target_dir)
         .map_err(|e| format!("cannot create {}: {e}", target_dir.display()))?;
-    let lock_path = target_dir.join(format!("{VENV_DIR}.lock"));
+    let lock_path = target_dir.join(format!("{dir}.lock"));
     let lock = File::create(&lock_path)
         .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     // SAFETY: flock(2) on a descriptor this function owns; the lock is released when
@@ -87,19 +115,20 @@ fn marathon_venv(target_dir: &Path) -> Result<PathBuf, String> {
         "python3 -m venv (install python3-venv)",
     )?;
     run(
-        std::process::Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            MARATHON_CLIENT,
-        ]),
-        &format!("pip install {MARATHON_CLIENT}"),
+        std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages),
+        &format!("pip install {installed}"),
     )?;
     let mut marker = File::create(venv.join(READY_MARKER))
         .map_err(|e| format!("cannot write {}: {e}", venv.display()))?;
-    writeln!(marker, "{MARATHON_CLIENT}").map_err(|e| format!("cannot write the marker: {e}"))?;
+    writeln!(marker, "{installed}").map_err(|e| format!("cannot write the marker: {e}"))?;
     drop(lock);
     Ok(python)
 }

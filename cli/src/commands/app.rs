@@ -6,25 +6,21 @@
 //! `/v2/deployments`. An app locked by a running deployment is refused (409) unless
 //! `--force` is given, as with Marathon.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
-use hyper::{Method, Request};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::Method;
 use serde_json::Value;
 
+use crate::rest_client::{self, Api, Reply, RestClient, count, print_json, read_input, text};
 use crate::table;
 
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body accepted (a listing of many apps with their tasks).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The apps API, as messages name it.
+const APPS_API: Api = Api {
+    name: "the apps API",
+    flag: "--apps",
+    hint: "is `agora apps` or `agora dev` running? set --apps or AGORA_APPS",
+    example: "http://127.0.0.1:8080",
+};
 /// Marathon names the deployment a change started in this header.
 const DEPLOYMENT_HEADER: &str = "marathon-deployment-id";
 /// Fields of an app's JSON that describe its state, not its definition: a definition
@@ -121,16 +117,16 @@ pub struct ChangeArgs {
 }
 
 pub async fn run(args: AppArgs) -> anyhow::Result<()> {
-    let client = AppsClient::new(&args.apps)?;
+    let client = RestClient::new(APPS_API, &args.apps)?.describing_errors(describe_error);
     match args.command {
         AppCommand::Deploy(deploy) => {
-            let text = read_definition(&deploy.file).await?;
+            let text = read_input(&deploy.file, "the app's JSON").await?;
             let (id, body) = definition(&text, &deploy.file)?;
             let path = app_path(&id)?;
             let exists = match client.send(Method::GET, &path, None).await? {
                 reply if reply.status == 200 => true,
                 reply if reply.status == 404 => false,
-                reply => anyhow::bail!("{}", describe_error(&reply)),
+                reply => anyhow::bail!("{}", describe_error(&APPS_API, &reply)),
             };
             let reply = if exists {
                 client
@@ -150,7 +146,7 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            let body = reply.json()?;
+            let body = reply.json(&APPS_API)?;
             if list.json {
                 return print_json(&body);
             }
@@ -166,7 +162,10 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
                 "{}?embed=app.tasks&embed=app.counts&embed=app.deployments&embed=app.lastTaskFailure",
                 app_path(&show.id)?
             );
-            let body = client.call(Method::GET, &path, None).await?.json()?;
+            let body = client
+                .call(Method::GET, &path, None)
+                .await?
+                .json(&APPS_API)?;
             let app = body
                 .get("app")
                 .context("the apps API's answer lacks \"app\"")?;
@@ -199,23 +198,6 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
             report_deployment(&format!("removing {}", rm.id), &reply)
         }
     }
-}
-
-/// The text of `file`, or of stdin for `-`.
-async fn read_definition(file: &str) -> anyhow::Result<String> {
-    if file == "-" {
-        let read = tokio::task::spawn_blocking(|| {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
-        });
-        return read
-            .await
-            .context("reading stdin stopped")?
-            .context("cannot read the app's JSON from stdin");
-    }
-    tokio::fs::read_to_string(file)
-        .await
-        .with_context(|| format!("cannot read {file}"))
 }
 
 /// The app's id and the body to send: the definition without its read-only fields.
@@ -297,49 +279,13 @@ fn deployment_id(reply: &Reply) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Marathon's error answer made readable: `{message, details: [{path, errors}]}`,
-/// the deployments locking an app (409), or the raw text when it is not JSON.
-fn describe_error(reply: &Reply) -> String {
-    let mut out = format!("the apps API answered {}", reply.status);
+/// Marathon's error answer made readable (see [`rest_client::describe_error`]), with
+/// the deployments locking an app (409).
+fn describe_error(api: &Api, reply: &Reply) -> String {
+    let mut out = rest_client::describe_error(api, reply);
     let Ok(body) = serde_json::from_slice::<Value>(&reply.body) else {
-        let text = String::from_utf8_lossy(&reply.body);
-        let text = text.trim();
-        if !text.is_empty() {
-            out.push_str(": ");
-            out.extend(text.chars().take(500));
-        }
         return out;
     };
-    match body.get("message").and_then(Value::as_str) {
-        Some(message) => {
-            out.push_str(": ");
-            out.push_str(message);
-        }
-        None => {
-            out.push_str(": ");
-            out.push_str(&body.to_string());
-        }
-    }
-    for detail in body
-        .get("details")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let path = detail.get("path").and_then(Value::as_str).unwrap_or("/");
-        let errors: Vec<String> = detail
-            .get("errors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                e.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| e.to_string())
-            })
-            .collect();
-        out.push_str(&format!("\n  {path}: {}", errors.join("; ")));
-    }
     let locking: Vec<&str> = body
         .get("deployments")
         .and_then(Value::as_array)
@@ -354,33 +300,6 @@ fn describe_error(reply: &Reply) -> String {
         ));
     }
     out
-}
-
-fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).context("cannot print the answer")?
-    );
-    Ok(())
-}
-
-fn text(value: &Value, field: &str) -> String {
-    match value.get(field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => number(n.as_f64().unwrap_or_default()),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn count(value: &Value, field: &str) -> u64 {
-    value.get(field).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// `1` for 1.0, `0.5` for 0.5: resources as Marathon users write them.
-fn number(n: f64) -> String {
-    format!("{n}")
 }
 
 /// `2 healthy, 1 unhealthy`, or `-` for an app without health checks.
@@ -550,124 +469,11 @@ fn render_app(app: &Value) -> String {
     out
 }
 
-/// The apps API's answer to one request.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.body).context("the apps API's answer is not JSON")
-    }
-}
-
-/// One HTTP client for the commands' requests, bound to the API's base URL.
-struct AppsClient {
-    /// `http://host:port` with any path prefix, without a trailing slash.
-    base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl AppsClient {
-    fn new(url: &str) -> anyhow::Result<Self> {
-        let base = base_url(url)?;
-        Ok(Self {
-            base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        })
-    }
-
-    /// Sends one request and returns the answer, whatever its status.
-    async fn send(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<Reply> {
-        let url = format!("{}{path_and_query}", self.base);
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .header(ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .with_context(|| format!("'{url}' is not a valid request URL"))?;
-        let exchange = async {
-            let response = self.client.request(request).await.with_context(|| {
-                format!(
-                    "cannot reach the apps API at {} (is `agora apps` or `agora dev` running? \
-                     set --apps or AGORA_APPS)",
-                    self.base
-                )
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("reading the apps API's answer: {e}"))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .with_context(|| format!("{method} {url}: no answer in time"))?
-    }
-
-    /// Sends one request; an answer other than 2xx is an error describing it.
-    async fn call(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<Reply> {
-        let reply = self.send(method, path_and_query, body).await?;
-        anyhow::ensure!(
-            (200..300).contains(&reply.status),
-            "{}",
-            describe_error(&reply)
-        );
-        Ok(reply)
-    }
-}
-
-/// `http://host:port[/prefix]` from `--apps` (`host:port` alone means http).
-fn base_url(url: &str) -> anyhow::Result<String> {
-    let url = url.trim();
-    let full = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    let uri: hyper::Uri = full
-        .parse()
-        .with_context(|| format!("--apps '{url}' is not a URL (try http://127.0.0.1:8080)"))?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "--apps '{url}': only http:// is supported"
-    );
-    anyhow::ensure!(
-        uri.host().is_some_and(|h| !h.is_empty()),
-        "--apps '{url}' names no host"
-    );
-    anyhow::ensure!(
-        uri.query().is_none(),
-        "--apps '{url}' must not have a query"
-    );
-    Ok(full.trim_end_matches('/').to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Bytes;
+    use hyper::header::HeaderMap;
     use serde_json::json;
 
     fn reply(status: u16, body: Value) -> Reply {
@@ -688,22 +494,6 @@ mod tests {
         assert!(app_path("a//b").is_err());
         assert_eq!(with_force("/v2/apps/web", true), "/v2/apps/web?force=true");
         assert_eq!(with_force("/v2/apps/web", false), "/v2/apps/web");
-    }
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(
-            base_url("http://127.0.0.1:8080/").unwrap(),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(base_url("localhost:8080").unwrap(), "http://localhost:8080");
-        assert_eq!(
-            base_url("http://gateway/marathon").unwrap(),
-            "http://gateway/marathon"
-        );
-        assert!(base_url("https://x:8080").is_err());
-        assert!(base_url("http://").is_err());
-        assert!(base_url("http://x:8080/?a=b").is_err());
     }
 
     #[test]
@@ -751,7 +541,7 @@ mod tests {
             ]}),
         );
         assert_eq!(
-            describe_error(&invalid),
+            describe_error(&APPS_API, &invalid),
             "the apps API answered 422: Object is not valid\n  \
              /cpus: got 0.0, expected 0.001 or more\n  /id: must be lowercase; too long"
         );
@@ -760,7 +550,7 @@ mod tests {
             json!({"message": "App is locked by one or more deployments.",
                    "deployments": [{"id": "d-9"}]}),
         );
-        let text = describe_error(&locked);
+        let text = describe_error(&APPS_API, &locked);
         assert!(text.contains("locked by deployment d-9") && text.contains("--force"));
         let plain = Reply {
             status: 502,
@@ -768,7 +558,7 @@ mod tests {
             body: Bytes::from_static(b"bad gateway\n"),
         };
         assert_eq!(
-            describe_error(&plain),
+            describe_error(&APPS_API, &plain),
             "the apps API answered 502: bad gateway"
         );
     }

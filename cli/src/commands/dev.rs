@@ -1,6 +1,7 @@
 //! `agora dev`: a whole cluster in one process — one master (or a group of 3 or 5),
-//! N agents and an apps instance (Marathon's REST API, on `--apps-port`) — with its
-//! data under one directory, for trying Agora on a laptop.
+//! N agents, an apps instance (Marathon's REST API, on `--apps-port`) and a cron
+//! instance (Metronome's REST API, on `--cron-port`) — with its data under one
+//! directory, for trying Agora on a laptop.
 //!
 //! With `--masters 3` the masters serve on `--port`, `--port`+10, `--port`+20 (or
 //! each on a port the OS picks, with `--port 0`) and keep their raft data in
@@ -63,6 +64,13 @@ pub struct DevArgs {
     /// Run no apps instance.
     #[arg(long)]
     pub no_apps: bool,
+    /// Port of the cron instance (Metronome's REST API: /v1/jobs, ...). 0 lets the
+    /// OS choose.
+    #[arg(long, default_value_t = 9000)]
+    pub cron_port: u16,
+    /// Run no cron instance.
+    #[arg(long)]
+    pub no_cron: bool,
     /// Where the masters' raft data and the agents' work dirs go.
     #[arg(long, default_value = "./.agora-dev")]
     pub data_dir: PathBuf,
@@ -372,23 +380,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let apps_url = apps
         .as_ref()
         .map(|apps| format!("http://{}", reachable_addr(apps.local_addr())));
+    let cron = match start_cron(&args, &master_addrs, &logger).await {
+        Ok(cron) => cron,
+        Err(e) => {
+            if let Some(apps) = apps {
+                apps.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    let cron_url = cron
+        .as_ref()
+        .map(|cron| format!("http://{}", reachable_addr(cron.local_addr())));
+    let frameworks = Frameworks {
+        apps: apps_url.as_deref(),
+        cron: cron_url.as_deref(),
+    };
 
     let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     if peers.0.is_empty() {
-        print_banner(&args, &master_list, apps_url.as_deref(), &data_dir);
+        print_banner(&args, &master_list, &frameworks, &data_dir);
     } else {
-        print_group_banner(
-            &args,
-            &peers,
-            &master_list,
-            leader,
-            apps_url.as_deref(),
-            &data_dir,
-        );
+        print_group_banner(&args, &peers, &master_list, leader, &frameworks, &data_dir);
     }
 
     let outcome = run_until_stopped(masters, &logger).await;
-    // The apps instance first: stopped after the agents, it would see its tasks lost.
+    // The frameworks first: stopped after the agents, they would see their tasks lost.
+    if let Some(cron) = cron {
+        cron.shutdown().await;
+    }
     if let Some(apps) = apps {
         apps.shutdown().await;
     }
@@ -417,18 +437,59 @@ async fn start_apps(
     Ok(Some(apps))
 }
 
+/// Starts the cron instance against the masters, unless `--no-cron`.
+async fn start_cron(
+    args: &DevArgs,
+    masters: &[String],
+    logger: &slog::Logger,
+) -> anyhow::Result<Option<agora_cron::CronServer>> {
+    if args.no_cron {
+        return Ok(None);
+    }
+    let listen = SocketAddr::new(args.ip, args.cron_port);
+    let config = agora_cron::CronConfig::new(masters.to_vec(), listen);
+    let cron = agora_cron::CronServer::start(config, logger.new(slog::o!("cron" => 1)))
+        .await
+        .with_context(|| {
+            format!("the cron instance did not start on {listen} (use --cron-port, or --no-cron)")
+        })?;
+    Ok(Some(cron))
+}
+
 /// `addr` as others reach it: a wildcard listener over loopback.
 fn reachable_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(reachable(addr.ip()), addr.port())
 }
 
-/// The banner's lines about the apps instance.
-fn print_apps_lines(apps: Option<&str>) {
-    if let Some(apps) = apps {
+/// The base URLs of the frameworks `agora dev` runs beside the cluster.
+struct Frameworks<'a> {
+    apps: Option<&'a str>,
+    cron: Option<&'a str>,
+}
+
+/// The banner's lines about the apps and cron instances.
+fn print_framework_lines(frameworks: &Frameworks) {
+    if let Some(apps) = frameworks.apps {
         println!("  apps API      {apps}/v2/apps  (Marathon's REST API)");
         println!(
             "  an app        agora app deploy app.json --apps {apps}   (then: agora app list)"
         );
+    }
+    if let Some(cron) = frameworks.cron {
+        println!("  cron API      {cron}/v1/jobs  (Metronome's REST API)");
+        println!(
+            "  a job         agora job add job.json --cron {cron}   (then: agora job run <id>, agora job list)"
+        );
+    }
+}
+
+/// What Ctrl-C stops besides the masters and agents.
+fn framework_names(frameworks: &Frameworks) -> &'static str {
+    match (frameworks.apps.is_some(), frameworks.cron.is_some()) {
+        (true, true) => ", the agents and the apps and cron instances",
+        (true, false) => ", the agents and the apps instance",
+        (false, true) => ", the agents and the cron instance",
+        (false, false) => " and the agents",
     }
 }
 
@@ -507,7 +568,7 @@ async fn run_until_stopped(masters: Vec<(u64, MasterHandle)>, logger: &slog::Log
     }
 }
 
-fn print_banner(args: &DevArgs, master: &str, apps: Option<&str>, data_dir: &Path) {
+fn print_banner(args: &DevArgs, master: &str, frameworks: &Frameworks, data_dir: &Path) {
     println!();
     println!("Agora is running: 1 master, {} agents.", args.agents);
     println!("  web UI        http://{master}/");
@@ -517,10 +578,10 @@ fn print_banner(args: &DevArgs, master: &str, apps: Option<&str>, data_dir: &Pat
     println!(
         "  try a job     cargo run --release -p agora-hello -- --master {master} --tasks 20 --cmd 'echo hello; sleep 1'"
     );
-    print_apps_lines(apps);
+    print_framework_lines(frameworks);
     println!("  data          {}", data_dir.display());
     println!("  a group       agora dev --masters 3 runs three replicating masters");
-    println!("Ctrl-C stops the master, the agents and the apps instance.");
+    println!("Ctrl-C stops the master{}.", framework_names(frameworks));
     println!();
 }
 
@@ -529,7 +590,7 @@ fn print_group_banner(
     peers: &Peers,
     masters: &str,
     leader: Option<(u64, String, Duration)>,
-    apps: Option<&str>,
+    frameworks: &Frameworks,
     data_dir: &Path,
 ) {
     let first = peers.0.values().next().cloned().unwrap_or_default();
@@ -579,9 +640,9 @@ fn print_group_banner(
         "                  agora master --id 1 --peers {} --data-dir ./master-1   (and --id 2, 3, ...)",
         peers.flag()
     );
-    print_apps_lines(apps);
+    print_framework_lines(frameworks);
     println!("  data          {}", data_dir.display());
-    println!("Ctrl-C stops the masters, the agents and the apps instance.");
+    println!("Ctrl-C stops the masters{}.", framework_names(frameworks));
     println!();
 }
 

@@ -33,3 +33,8 @@ pub mod state;
 pub use config::CronConfig;
 pub use error::CronError;
 pub use server::CronServer;
+
+/// Waits until a watched flag equals `value` (or its sender is gone).
+pub(crate) async fn until(flag: &mut tokio::sync::watch::Receiver<bool>, value: bool) {
+    let _ = flag.wait_for(|current| *current == value).await;
+}

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where the processes' logs go: the terminal with AGORA_TEST_LOG set, else nowhere.
-fn log_sink() -> (Stdio, &'static str) {
+pub fn log_sink() -> (Stdio, &'static str) {
     if std::env::var_os("AGORA_TEST_LOG").is_some() {
         (Stdio::inherit(), "info")
     } else {
@@ -33,6 +33,8 @@ pub struct Dev {
     pub master: String,
     /// The apps API's `host:port`; `None` with `--no-apps`.
     pub apps: Option<String>,
+    /// The cron API's `host:port`; `None` with `--no-cron`.
+    pub cron: Option<String>,
 }
 
 /// The `host:port` of the first `http://` URL in `line`.
@@ -45,8 +47,8 @@ fn address_in(line: &str) -> Option<String> {
     (!address.is_empty()).then_some(address)
 }
 
-/// Starts `agora dev` on OS-chosen ports under `data_dir` with `extra` flags, and
-/// reads its banner.
+/// Starts `agora dev` on OS-chosen ports (the cron instance's too) under `data_dir`
+/// with `extra` flags, and reads its banner.
 pub async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
     let (logs, level) = log_sink();
     let mut child = Command::new(node_bin!())
@@ -55,6 +57,8 @@ pub async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
             "--port",
             "0",
             "--agent-port",
+            "0",
+            "--cron-port",
             "0",
             "--log-level",
             level,
@@ -69,7 +73,7 @@ pub async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
         .expect("agora dev starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let (mut master, mut apps) = (None, None);
+    let (mut master, mut apps, mut cron) = (None, None, None);
     within("agora dev's banner", async {
         loop {
             let line = lines
@@ -81,6 +85,8 @@ pub async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
                 master = address_in(&line);
             } else if line.contains("apps API") {
                 apps = address_in(&line);
+            } else if line.contains("cron API") {
+                cron = address_in(&line);
             } else if line.starts_with("Ctrl-C stops") {
                 break;
             }
@@ -96,6 +102,7 @@ pub async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
         child,
         master: master.expect("the banner names the master"),
         apps,
+        cron,
     }
 }
 
@@ -193,6 +200,7 @@ pub async fn agora(args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = std::process::Command::new(node_bin!())
             .args(&args)
             .env_remove("AGORA_APPS")
+            .env_remove("AGORA_CRON")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

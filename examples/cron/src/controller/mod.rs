@@ -11,6 +11,11 @@ use crate::error::CronError;
 use crate::model::{JobSpec, ScheduleSpec};
 use crate::state::{History, JobRun};
 
+pub mod actor;
+pub mod scheduler;
+
+pub use actor::Controller;
+
 /// Everything the API shows, as of one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {

@@ -1,0 +1,1437 @@
+//! [`Controller`]: the loop that owns the cron framework's state while this instance
+//! leads: schedules come due, runs are recorded and launched, task updates end
+//! them, retries and dependents follow.
+//!
+//! Exactly once: a due instant is handled by one atomic state-store batch that
+//! records its run (or why it did not run) together with the schedule's cursor
+//! moved past it. A run's task is recorded (status STARTING, attempt n) before it is
+//! launched, and named after (job, run, attempt), so a restarted leader neither
+//! forgets a launch nor launches the same attempt twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_sdk::proto as pb;
+use agora_sdk::{OfferResources, SchedulerHandle, TaskBuilder};
+use chrono::{DateTime, SecondsFormat, Utc};
+use slog::{Logger, info, warn};
+use tokio::sync::{mpsc, watch};
+
+use super::scheduler::DriverEvent;
+use super::{Command, Snapshot};
+use crate::config::CronConfig;
+use crate::dag;
+use crate::error::CronError;
+use crate::model::{JobSpec, ScheduleSpec};
+use crate::schedule::Schedule;
+use crate::state::store::{
+    CronStore, Cursor, FRAMEWORK_ID_KEY, LoadedState, Stats, Write, cursor_key, job_key,
+    missed_key, run_key, schedule_key, stats_key,
+};
+use crate::state::{History, JobRun, MissedRun, RunStatus, RunTask, Trigger};
+
+/// Longest sleep between two looks at the clock.
+const TICK: Duration = Duration::from_secs(1);
+/// Due instants looked at per schedule and wake-up (the rest are recorded as missed
+/// in one go: an outage of a year on a per-second schedule must not flood memory).
+const DUE_LIMIT: usize = 900;
+/// Missed instants remembered per job.
+const MISSED_KEPT: usize = 100;
+/// How long declined offers stay away while runs wait.
+const REFUSE_WHILE_WAITING: f64 = 1.0;
+const REFUSE_IDLE: f64 = 120.0;
+/// Longest pause between two attempts of an ON_FAILURE run.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Operations per state-store batch (the masters take at most 1,000).
+const BATCH_OPS: usize = 1000;
+
+/// What handling one schedule's due instants writes (atomically) and then changes.
+struct DuePlan {
+    job_id: String,
+    schedule_id: String,
+    writes: Vec<Write>,
+    missed: Vec<MissedRun>,
+    new_run: Option<JobRun>,
+    /// Active runs a REPLACE schedule stops.
+    replace: Vec<JobRun>,
+    cursor: DateTime<Utc>,
+}
+
+/// One schedule, parsed, and when it is next due.
+struct LiveSchedule {
+    spec: ScheduleSpec,
+    /// None when the expression no longer parses (kept, never due).
+    parsed: Option<Schedule>,
+    /// The last due instant already handled.
+    cursor: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+}
+
+impl LiveSchedule {
+    fn new(spec: ScheduleSpec, cursor: DateTime<Utc>) -> LiveSchedule {
+        let parsed = Schedule::parse(&spec.cron, &spec.timezone).ok();
+        let next = parsed.as_ref().and_then(|p| p.next_after(cursor));
+        LiveSchedule {
+            spec,
+            parsed,
+            cursor,
+            next,
+        }
+    }
+}
+
+pub struct Controller {
+    config: CronConfig,
+    logger: Logger,
+    store: CronStore,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    http_address: String,
+    jobs: BTreeMap<String, JobSpec>,
+    /// Per job, per schedule id.
+    schedules: BTreeMap<String, BTreeMap<String, LiveSchedule>>,
+    /// Every run still known, per job, by run id (finished ones are the history).
+    runs: BTreeMap<String, BTreeMap<String, JobRun>>,
+    stats: HashMap<String, Stats>,
+    missed: HashMap<String, Vec<MissedRun>>,
+    /// Runs waiting before their next attempt (ON_FAILURE backoff).
+    retry_at: HashMap<(String, String), DateTime<Utc>>,
+    /// Runs being stopped on request: their end is a failure, never retried.
+    stopping: HashSet<(String, String)>,
+    framework_id: Option<String>,
+    framework_id_unsaved: bool,
+    driver: Option<SchedulerHandle>,
+    suppressed: bool,
+    revive_needed: bool,
+    /// Writes that may wait for the end of the reaction (soft state).
+    pending_writes: Vec<Write>,
+    /// Answers sent once the reaction to their command is published.
+    replies: Vec<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Controller {
+    pub fn new(
+        config: CronConfig,
+        logger: Logger,
+        store: CronStore,
+        snapshot: watch::Sender<Arc<Snapshot>>,
+        loaded: LoadedState,
+        http_address: String,
+    ) -> Controller {
+        for (key, why) in &loaded.unreadable {
+            warn!(logger, "skipping an unreadable state-store entry"; "key" => key, "error" => why);
+        }
+        let now = Utc::now();
+        let cursors: HashMap<(String, String), DateTime<Utc>> = loaded
+            .cursors
+            .into_iter()
+            .filter_map(|(job, schedule, cursor)| {
+                Some(((job, schedule), parse_time(&cursor.last)?))
+            })
+            .collect();
+        let mut schedules: BTreeMap<String, BTreeMap<String, LiveSchedule>> = BTreeMap::new();
+        for (job, spec) in loaded.schedules {
+            let cursor = cursors
+                .get(&(job.clone(), spec.id.clone()))
+                .copied()
+                .unwrap_or(now);
+            schedules
+                .entry(job)
+                .or_default()
+                .insert(spec.id.clone(), LiveSchedule::new(spec, cursor));
+        }
+        let mut runs: BTreeMap<String, BTreeMap<String, JobRun>> = BTreeMap::new();
+        for run in loaded.runs {
+            runs.entry(run.job_id.clone())
+                .or_default()
+                .insert(run.id.clone(), run);
+        }
+        let mut missed: HashMap<String, Vec<MissedRun>> = HashMap::new();
+        for (job, m) in loaded.missed {
+            missed.entry(job).or_default().push(m);
+        }
+        Controller {
+            config,
+            logger,
+            store,
+            snapshot,
+            http_address,
+            jobs: loaded.jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+            schedules,
+            runs,
+            stats: loaded.stats.into_iter().collect(),
+            missed,
+            retry_at: HashMap::new(),
+            stopping: HashSet::new(),
+            framework_id: loaded.framework_id,
+            framework_id_unsaved: false,
+            driver: None,
+            suppressed: false,
+            revive_needed: true,
+            pending_writes: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut driver_events: mpsc::Receiver<DriverEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.publish();
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => break,
+                },
+                event = driver_events.recv() => match event {
+                    Some(event) => self.on_driver_event(event).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(wake) => {}
+                _ = crate::until(&mut stop, true) => break,
+            }
+            for _ in 1..64 {
+                match commands.try_recv() {
+                    Ok(command) => self.on_command(command).await,
+                    Err(_) => break,
+                }
+            }
+            while let Ok(event) = driver_events.try_recv() {
+                self.on_driver_event(event).await;
+            }
+            self.react().await;
+            for reply in self.replies.drain(..) {
+                reply();
+            }
+        }
+    }
+
+    /// How long until the next schedule is due (at most a tick).
+    fn next_wake(&self) -> Duration {
+        let now = Utc::now();
+        let mut wake = TICK;
+        for at in self.retry_at.values() {
+            wake = wake.min((*at - now).to_std().unwrap_or(Duration::ZERO));
+        }
+        for schedule in self.schedules.values().flat_map(|s| s.values()) {
+            if schedule.spec.enabled
+                && let Some(next) = schedule.next
+            {
+                let until = (next - now).to_std().unwrap_or(Duration::ZERO);
+                wake = wake.min(until);
+            }
+        }
+        wake
+    }
+
+    async fn react(&mut self) {
+        // Runs whose retry delay is over may launch: ask for offers again (offers
+        // declined while they waited are filtered for a while).
+        let now = Utc::now();
+        let before = self.retry_at.len();
+        self.retry_at.retain(|_, at| *at > now);
+        if self.retry_at.len() < before {
+            self.revive_needed = true;
+        }
+        self.fire_due().await;
+        self.offer_interest().await;
+        let writes = std::mem::take(&mut self.pending_writes);
+        if let Err(e) = self.store.write(writes).await {
+            warn!(self.logger, "cannot record run states"; "error" => %e);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let mut schedules = BTreeMap::new();
+        for (job, live) in &self.schedules {
+            let list: Vec<ScheduleSpec> = live
+                .values()
+                .map(|l| {
+                    let mut spec = l.spec.clone();
+                    spec.next_run_at = l.next.filter(|_| spec.enabled).map(rfc3339);
+                    spec
+                })
+                .collect();
+            schedules.insert(job.clone(), list);
+        }
+        let mut active_runs = BTreeMap::new();
+        let mut history = BTreeMap::new();
+        for (job, runs) in &self.runs {
+            let active: Vec<JobRun> = runs
+                .values()
+                .filter(|r| !r.status.is_finished())
+                .cloned()
+                .collect();
+            if !active.is_empty() {
+                active_runs.insert(job.clone(), active);
+            }
+        }
+        for job in self.jobs.keys() {
+            let stats = self.stats.get(job).cloned().unwrap_or_default();
+            let finished: Vec<&JobRun> = self
+                .runs
+                .get(job)
+                .into_iter()
+                .flat_map(|r| r.values())
+                .filter(|r| r.status.is_finished())
+                .collect();
+            history.insert(
+                job.clone(),
+                History {
+                    success_count: stats.success_count,
+                    failure_count: stats.failure_count,
+                    last_success_at: stats.last_success_at,
+                    last_failure_at: stats.last_failure_at,
+                    successful_finished_runs: finished
+                        .iter()
+                        .filter(|r| r.status == RunStatus::Success)
+                        .map(|r| (*r).clone())
+                        .collect(),
+                    failed_finished_runs: finished
+                        .iter()
+                        .filter(|r| r.status == RunStatus::Failed)
+                        .map(|r| (*r).clone())
+                        .collect(),
+                    missed: self.missed.get(job).cloned().unwrap_or_default(),
+                },
+            );
+        }
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            jobs: self.jobs.clone(),
+            schedules,
+            active_runs,
+            history,
+            is_leader: true,
+            leader: Some(self.http_address.clone()),
+        }));
+    }
+
+    fn reply<T: Send + Sync + 'static>(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Result<T, CronError>>,
+        result: Result<T, CronError>,
+    ) {
+        self.replies.push(Box::new(move || {
+            let _ = reply.send(result);
+        }));
+    }
+
+    // ------------------------------------------------------------ commands
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::PutJob {
+                job,
+                schedules,
+                create,
+                reply,
+            } => {
+                let result = self.put_job(*job, schedules, create).await;
+                self.reply(reply, result);
+            }
+            Command::DeleteJob {
+                id,
+                stop_current_runs,
+                reply,
+            } => {
+                let result = self.delete_job(&id, stop_current_runs).await;
+                self.reply(reply, result);
+            }
+            Command::PutSchedule {
+                job_id,
+                schedule,
+                create,
+                reply,
+            } => {
+                let result = self.put_schedule(&job_id, schedule, create).await;
+                self.reply(reply, result);
+            }
+            Command::DeleteSchedule {
+                job_id,
+                schedule_id,
+                reply,
+            } => {
+                let result = self.delete_schedule(&job_id, &schedule_id).await;
+                self.reply(reply, result);
+            }
+            Command::StartRun { job_id, reply } => {
+                let result = self.start_manual_run(&job_id).await;
+                self.reply(reply, result);
+            }
+            Command::StopRun {
+                job_id,
+                run_id,
+                reply,
+            } => {
+                let result = self.stop_run(&job_id, &run_id).await;
+                self.reply(reply, result);
+            }
+        }
+    }
+
+    fn not_found(job: &str) -> CronError {
+        CronError::NotFound(format!("Job '{job}' does not exist"))
+    }
+
+    async fn put_job(
+        &mut self,
+        job: JobSpec,
+        schedules: Option<Vec<ScheduleSpec>>,
+        create: bool,
+    ) -> Result<JobSpec, CronError> {
+        if create && self.jobs.contains_key(&job.id) {
+            return Err(CronError::Conflict(
+                "Job with this id already exists".to_string(),
+            ));
+        }
+        // The dependency graph with this job in it must stay acyclic.
+        let mut graph: BTreeMap<String, Vec<String>> = self
+            .jobs
+            .iter()
+            .map(|(id, j)| {
+                (
+                    id.clone(),
+                    j.dependencies.iter().map(|d| d.id.clone()).collect(),
+                )
+            })
+            .collect();
+        graph.insert(
+            job.id.clone(),
+            job.dependencies.iter().map(|d| d.id.clone()).collect(),
+        );
+        dag::check(&graph).map_err(|e| CronError::Invalid {
+            message: "Object is not valid".into(),
+            details: vec![("/dependencies".into(), vec![e.to_string()])],
+        })?;
+        let now = Utc::now();
+        let mut writes = vec![Write::json(job_key(&job.id), &job)?];
+        let mut added = Vec::new();
+        for spec in schedules.unwrap_or_default() {
+            let mut spec = spec;
+            spec.next_run_at = None;
+            writes.push(Write::json(schedule_key(&job.id, &spec.id), &spec)?);
+            writes.push(Write::json(
+                cursor_key(&job.id, &spec.id),
+                &Cursor { last: rfc3339(now) },
+            )?);
+            added.push(spec);
+        }
+        self.store.write(writes).await?;
+        for spec in added {
+            self.schedules
+                .entry(job.id.clone())
+                .or_default()
+                .insert(spec.id.clone(), LiveSchedule::new(spec, now));
+        }
+        self.jobs.insert(job.id.clone(), job.clone());
+        info!(self.logger, "job stored"; "job" => &job.id);
+        Ok(job)
+    }
+
+    async fn delete_job(
+        &mut self,
+        id: &str,
+        stop_current_runs: bool,
+    ) -> Result<JobSpec, CronError> {
+        let Some(job) = self.jobs.get(id).cloned() else {
+            return Err(Self::not_found(id));
+        };
+        let active: Vec<JobRun> = self
+            .runs
+            .get(id)
+            .into_iter()
+            .flat_map(|r| r.values())
+            .filter(|r| !r.status.is_finished())
+            .cloned()
+            .collect();
+        if !active.is_empty() && !stop_current_runs {
+            return Err(CronError::Conflict(
+                "There are active job runs. Override with stopCurrentJobRuns=true".to_string(),
+            ));
+        }
+        let dependents: Vec<&String> = self
+            .jobs
+            .values()
+            .filter(|j| j.dependencies.iter().any(|d| d.id == id))
+            .map(|j| &j.id)
+            .collect();
+        if !dependents.is_empty() {
+            return Err(CronError::Conflict(format!(
+                "Job '{id}' is a dependency of {dependents:?}"
+            )));
+        }
+        for run in &active {
+            self.kill_run_task(run).await;
+        }
+        let mut writes = vec![Write::Delete(job_key(id)), Write::Delete(stats_key(id))];
+        for sid in self.schedules.get(id).into_iter().flat_map(|s| s.keys()) {
+            writes.push(Write::Delete(schedule_key(id, sid)));
+            writes.push(Write::Delete(cursor_key(id, sid)));
+        }
+        for rid in self.runs.get(id).into_iter().flat_map(|r| r.keys()) {
+            writes.push(Write::Delete(run_key(id, rid)));
+        }
+        for m in self.missed.get(id).into_iter().flatten() {
+            if let Some(t) = parse_time(&m.scheduled_at) {
+                writes.push(Write::Delete(missed_key(
+                    id,
+                    &m.schedule_id,
+                    t.timestamp_millis(),
+                )));
+            }
+        }
+        self.store.write(writes).await?;
+        self.jobs.remove(id);
+        self.schedules.remove(id);
+        self.runs.remove(id);
+        self.stats.remove(id);
+        self.missed.remove(id);
+        Ok(job)
+    }
+
+    async fn put_schedule(
+        &mut self,
+        job_id: &str,
+        mut spec: ScheduleSpec,
+        create: bool,
+    ) -> Result<ScheduleSpec, CronError> {
+        if !self.jobs.contains_key(job_id) {
+            return Err(Self::not_found(job_id));
+        }
+        let exists = self
+            .schedules
+            .get(job_id)
+            .is_some_and(|s| s.contains_key(&spec.id));
+        if create && exists {
+            return Err(CronError::Conflict(format!(
+                "Schedule with id '{}' already exists",
+                spec.id
+            )));
+        }
+        if !create && !exists {
+            return Err(CronError::NotFound(format!(
+                "Schedule '{}' does not exist",
+                spec.id
+            )));
+        }
+        spec.next_run_at = None;
+        let now = Utc::now();
+        // A changed schedule starts from now: instants before the change were the
+        // old schedule's.
+        self.store
+            .write(vec![
+                Write::json(schedule_key(job_id, &spec.id), &spec)?,
+                Write::json(cursor_key(job_id, &spec.id), &Cursor { last: rfc3339(now) })?,
+            ])
+            .await?;
+        let live = LiveSchedule::new(spec.clone(), now);
+        spec.next_run_at = live.next.filter(|_| spec.enabled).map(rfc3339);
+        self.schedules
+            .entry(job_id.to_string())
+            .or_default()
+            .insert(spec.id.clone(), live);
+        Ok(spec)
+    }
+
+    async fn delete_schedule(&mut self, job_id: &str, schedule_id: &str) -> Result<(), CronError> {
+        let exists = self
+            .schedules
+            .get(job_id)
+            .is_some_and(|s| s.contains_key(schedule_id));
+        if !exists {
+            return Err(CronError::NotFound(format!(
+                "Schedule '{schedule_id}' does not exist"
+            )));
+        }
+        self.store
+            .write(vec![
+                Write::Delete(schedule_key(job_id, schedule_id)),
+                Write::Delete(cursor_key(job_id, schedule_id)),
+            ])
+            .await?;
+        if let Some(s) = self.schedules.get_mut(job_id) {
+            s.remove(schedule_id);
+        }
+        Ok(())
+    }
+
+    fn new_run(job_id: &str, id: String, scheduled_at: DateTime<Utc>, trigger: Trigger) -> JobRun {
+        let now = rfc3339(Utc::now());
+        JobRun {
+            id,
+            job_id: job_id.to_string(),
+            status: RunStatus::Initial,
+            created_at: now,
+            completed_at: None,
+            tasks: Vec::new(),
+            scheduled_at: rfc3339(scheduled_at),
+            trigger,
+            attempts: 0,
+        }
+    }
+
+    async fn start_manual_run(&mut self, job_id: &str) -> Result<JobRun, CronError> {
+        if !self.jobs.contains_key(job_id) {
+            return Err(Self::not_found(job_id));
+        }
+        let now = Utc::now();
+        let suffix: String = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .chars()
+            .take(5)
+            .collect();
+        let id = format!("{}{suffix}", now.format("%Y%m%d%H%M%S"));
+        let run = Self::new_run(job_id, id, now, Trigger::Manual);
+        self.store
+            .write(vec![Write::json(run_key(job_id, &run.id), &run)?])
+            .await?;
+        self.add_run(run.clone());
+        Ok(run)
+    }
+
+    fn add_run(&mut self, run: JobRun) {
+        self.runs
+            .entry(run.job_id.clone())
+            .or_default()
+            .insert(run.id.clone(), run);
+        self.revive_needed = true;
+    }
+
+    async fn stop_run(&mut self, job_id: &str, run_id: &str) -> Result<JobRun, CronError> {
+        let Some(run) = self.runs.get(job_id).and_then(|r| r.get(run_id)).cloned() else {
+            return Err(CronError::NotFound(format!(
+                "JobRun '{run_id}' does not exist"
+            )));
+        };
+        if run.status.is_finished() {
+            return Ok(run);
+        }
+        self.stopping
+            .insert((job_id.to_string(), run_id.to_string()));
+        if run.status == RunStatus::Initial {
+            // Not launched: it ends here.
+            self.finish_run(job_id, run_id, RunStatus::Failed);
+        } else {
+            self.kill_run_task(&run).await;
+        }
+        Ok(self
+            .runs
+            .get(job_id)
+            .and_then(|r| r.get(run_id))
+            .cloned()
+            .unwrap_or(run))
+    }
+
+    // ------------------------------------------------------------ schedules
+
+    /// Handles every instant that came due: each schedule's instants since its
+    /// cursor become one run (the latest still within startingDeadlineSeconds) and
+    /// missed records (the others), written atomically with the moved cursor.
+    async fn fire_due(&mut self) {
+        let now = Utc::now();
+        let due: Vec<(String, String)> = self
+            .schedules
+            .iter()
+            .flat_map(|(job, s)| {
+                s.iter()
+                    .filter(|(_, l)| l.next.is_some_and(|n| n <= now))
+                    .map(move |(sid, _)| (job.clone(), sid.clone()))
+            })
+            .collect();
+        let mut plans = Vec::new();
+        for (job_id, sid) in due {
+            match self.plan_due(&job_id, &sid, now) {
+                Ok(Some(plan)) => plans.push(plan),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(self.logger, "cannot plan a due run"; "job" => &job_id, "error" => %e)
+                }
+            }
+        }
+        // Many schedules due at once (a burst at midnight) are written together:
+        // each schedule's writes stay in one atomic batch.
+        let mut batch: Vec<DuePlan> = Vec::new();
+        let mut ops = 0;
+        for plan in plans {
+            if ops + plan.writes.len() > BATCH_OPS && !batch.is_empty() {
+                self.commit_due(std::mem::take(&mut batch)).await;
+                ops = 0;
+            }
+            ops += plan.writes.len();
+            batch.push(plan);
+        }
+        if !batch.is_empty() {
+            self.commit_due(batch).await;
+        }
+    }
+
+    /// Writes the plans of one batch and, once written, applies them.
+    async fn commit_due(&mut self, plans: Vec<DuePlan>) {
+        let writes: Vec<Write> = plans
+            .iter()
+            .flat_map(|p| p.writes.iter().cloned())
+            .collect();
+        if let Err(e) = self.store.write(writes).await {
+            // Nothing applied: the cursors did not move, the instants come due again.
+            warn!(self.logger, "cannot record due runs; trying again"; "schedules" => plans.len(), "error" => %e);
+            return;
+        }
+        for plan in plans {
+            if let Some(live) = self
+                .schedules
+                .get_mut(&plan.job_id)
+                .and_then(|s| s.get_mut(&plan.schedule_id))
+            {
+                live.cursor = plan.cursor;
+                live.next = live.parsed.as_ref().and_then(|p| p.next_after(plan.cursor));
+            }
+            self.note_missed(&plan.job_id, plan.missed);
+            for run in plan.replace {
+                self.stopping.insert((plan.job_id.clone(), run.id.clone()));
+                self.kill_run_task(&run).await;
+            }
+            if let Some(run) = plan.new_run {
+                self.add_run(run);
+            }
+        }
+    }
+
+    /// What handling a schedule's due instants writes and changes.
+    fn plan_due(
+        &self,
+        job_id: &str,
+        sid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DuePlan>, CronError> {
+        let Some(live) = self.schedules.get(job_id).and_then(|s| s.get(sid)) else {
+            return Ok(None);
+        };
+        let Some(parsed) = &live.parsed else {
+            return Ok(None);
+        };
+        let instants = parsed.due_between(live.cursor, now, DUE_LIMIT);
+        let Some(&last) = instants.last() else {
+            return Ok(None);
+        };
+        let spec = &live.spec;
+        let deadline = chrono::Duration::seconds(spec.starting_deadline_seconds.max(0));
+        let mut writes = Vec::new();
+        let mut missed = Vec::new();
+        let mut new_run = None;
+        let mut replace = Vec::new();
+        if spec.enabled {
+            // The latest instant still within the deadline runs (at most one
+            // catch-up); every other one is recorded, with why.
+            let runnable = instants
+                .iter()
+                .rev()
+                .find(|t| now - **t <= deadline)
+                .copied();
+            let active: Vec<JobRun> = self
+                .runs
+                .get(job_id)
+                .into_iter()
+                .flat_map(|r| r.values())
+                .filter(|r| !r.status.is_finished())
+                .cloned()
+                .collect();
+            let run_id = runnable.map(|t| format!("{}-{sid}", t.format("%Y%m%d%H%M%S")));
+            for t in &instants {
+                if Some(*t) == runnable {
+                    continue;
+                }
+                let reason = if now - *t > deadline {
+                    format!(
+                        "not started within startingDeadlineSeconds ({}s): the framework was not running",
+                        spec.starting_deadline_seconds
+                    )
+                } else {
+                    format!(
+                        "coalesced into the catch-up run {}",
+                        run_id.clone().unwrap_or_default()
+                    )
+                };
+                missed.push(MissedRun {
+                    schedule_id: sid.to_string(),
+                    scheduled_at: rfc3339(*t),
+                    reason,
+                });
+            }
+            if let (Some(t), Some(id)) = (runnable, run_id) {
+                match spec.concurrency_policy.as_str() {
+                    "FORBID" if !active.is_empty() => missed.push(MissedRun {
+                        schedule_id: sid.to_string(),
+                        scheduled_at: rfc3339(t),
+                        reason: format!(
+                            "concurrencyPolicy FORBID: run {} was still active",
+                            active[0].id
+                        ),
+                    }),
+                    policy => {
+                        if policy == "REPLACE" {
+                            replace = active;
+                        }
+                        let exists = self.runs.get(job_id).is_some_and(|r| r.contains_key(&id));
+                        if !exists {
+                            new_run = Some(Self::new_run(
+                                job_id,
+                                id,
+                                t,
+                                Trigger::Schedule {
+                                    schedule_id: sid.to_string(),
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(run) = &new_run {
+            writes.push(Write::json(run_key(job_id, &run.id), run)?);
+        }
+        for m in &missed {
+            let millis = parse_time(&m.scheduled_at).map_or(0, |t| t.timestamp_millis());
+            writes.push(Write::json(missed_key(job_id, sid, millis), m)?);
+        }
+        // In the same batch: the instant is handled (run or missed) exactly when the
+        // cursor moves past it.
+        writes.push(Write::json(
+            cursor_key(job_id, sid),
+            &Cursor {
+                last: rfc3339(last),
+            },
+        )?);
+        Ok(Some(DuePlan {
+            job_id: job_id.to_string(),
+            schedule_id: sid.to_string(),
+            writes,
+            missed,
+            new_run,
+            replace,
+            cursor: last,
+        }))
+    }
+
+    fn note_missed(&mut self, job_id: &str, missed: Vec<MissedRun>) {
+        if missed.is_empty() {
+            return;
+        }
+        let list = self.missed.entry(job_id.to_string()).or_default();
+        list.extend(missed);
+        if list.len() > MISSED_KEPT {
+            let drop: Vec<MissedRun> = list.drain(..list.len() - MISSED_KEPT).collect();
+            for m in drop {
+                let millis = parse_time(&m.scheduled_at).map_or(0, |t| t.timestamp_millis());
+                self.pending_writes
+                    .push(Write::Delete(missed_key(job_id, &m.schedule_id, millis)));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ driver events
+
+    async fn on_driver_event(&mut self, event: DriverEvent) {
+        match event {
+            DriverEvent::Subscribed {
+                handle,
+                framework_id,
+            } => {
+                if self.framework_id.as_deref() != Some(framework_id.as_str()) {
+                    self.framework_id = Some(framework_id);
+                    self.framework_id_unsaved = true;
+                }
+                if self.framework_id_unsaved {
+                    self.save_framework_id().await;
+                }
+                self.driver = Some(handle.clone());
+                self.suppressed = false;
+                self.revive_needed = true;
+                self.reconcile(&handle).await;
+            }
+            DriverEvent::Offers(offers) => self.on_offers(offers).await,
+            DriverEvent::Rescinded(_) => {}
+            DriverEvent::Update(status) => self.on_update(status).await,
+            DriverEvent::Disconnected => self.driver = None,
+        }
+    }
+
+    async fn save_framework_id(&mut self) {
+        let Some(id) = self.framework_id.clone() else {
+            return;
+        };
+        match self
+            .store
+            .write(vec![Write::Put(
+                FRAMEWORK_ID_KEY.to_string(),
+                id.into_bytes(),
+            )])
+            .await
+        {
+            Ok(()) => self.framework_id_unsaved = false,
+            Err(e) => {
+                warn!(self.logger, "cannot store the framework id; launching nothing until it is"; "error" => %e)
+            }
+        }
+    }
+
+    /// Explicitly the tasks of runs in flight (a launch the master never saw comes
+    /// back unknown), then implicitly everything (tasks of no run are killed).
+    async fn reconcile(&self, handle: &SchedulerHandle) {
+        let tasks: Vec<(pb::TaskId, Option<pb::AgentId>)> = self
+            .runs
+            .values()
+            .flat_map(|r| r.values())
+            .filter(|r| matches!(r.status, RunStatus::Starting | RunStatus::Active))
+            .filter_map(|r| r.tasks.last())
+            .map(|t| {
+                (
+                    pb::TaskId {
+                        value: t.id.clone(),
+                    },
+                    t.agent_id.clone().map(|value| pb::AgentId { value }),
+                )
+            })
+            .collect();
+        for chunk in tasks.chunks(10_000) {
+            if let Err(e) = handle.reconcile(chunk.to_vec()).await {
+                warn!(self.logger, "explicit reconciliation failed"; "error" => %e);
+            }
+        }
+        if let Err(e) = handle.reconcile(Vec::new()).await {
+            warn!(self.logger, "implicit reconciliation failed"; "error" => %e);
+        }
+    }
+
+    async fn kill_run_task(&self, run: &JobRun) {
+        let (Some(driver), Some(task)) = (&self.driver, run.tasks.last()) else {
+            return;
+        };
+        let agent = task.agent_id.clone().map(|value| pb::AgentId { value });
+        if let Err(e) = driver
+            .kill(
+                pb::TaskId {
+                    value: task.id.clone(),
+                },
+                agent,
+            )
+            .await
+        {
+            warn!(self.logger, "kill failed"; "task" => &task.id, "error" => %e);
+        }
+    }
+
+    async fn on_update(&mut self, status: pb::TaskStatus) {
+        let task_id = status.task_id.clone().map(|t| t.value).unwrap_or_default();
+        let state = status.state();
+        let ended = agora_sdk::is_terminal(state) || state == pb::TaskState::TaskUnknown;
+        let parsed = parse_task_id(&task_id);
+        let current = parsed.as_ref().and_then(|(job, run, attempt)| {
+            let r = self.runs.get(job.as_str())?.get(run.as_str())?;
+            (r.attempts == *attempt && !r.status.is_finished()).then(|| (job.clone(), run.clone()))
+        });
+        let Some((job_id, run_id)) = current else {
+            if !ended && let Some(driver) = &self.driver {
+                let _ = driver
+                    .kill(pb::TaskId { value: task_id }, status.agent_id.clone())
+                    .await;
+            }
+            return;
+        };
+        let now = rfc3339(Utc::now());
+        let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) else {
+            return;
+        };
+        let never_ran = run.status == RunStatus::Starting;
+        if let Some(task) = run.tasks.last_mut() {
+            task.status = state.as_str_name().to_string();
+            if state == pb::TaskState::TaskRunning && task.started_at.is_none() {
+                task.started_at = Some(now.clone());
+            }
+            if ended {
+                task.completed_at = Some(now.clone());
+                task.exit_code = status.exit_code;
+            }
+            if let Some(agent) = &status.agent_id {
+                task.agent_id = Some(agent.value.clone());
+            }
+        }
+        if state == pb::TaskState::TaskRunning {
+            run.status = RunStatus::Active;
+        }
+        let record = Write::json(run_key(&job_id, &run_id), &*run);
+        if !ended {
+            if let Ok(record) = record {
+                self.pending_writes.push(record);
+            }
+            return;
+        }
+        let key = (job_id.clone(), run_id.clone());
+        let stopped = self.stopping.remove(&key);
+        if state == pb::TaskState::TaskFinished {
+            self.finish_run(&job_id, &run_id, RunStatus::Success);
+            return;
+        }
+        let lost_before_start = never_ran
+            && matches!(
+                state,
+                pb::TaskState::TaskDropped | pb::TaskState::TaskUnknown | pb::TaskState::TaskGone
+            );
+        if lost_before_start && !stopped {
+            // Never ran: launch it again, not a failure.
+            if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+                run.status = RunStatus::Initial;
+            }
+            self.revive_needed = true;
+            return;
+        }
+        let job = self.jobs.get(&job_id);
+        let retry = !stopped
+            && job.is_some_and(|j| j.run.restart.policy == "ON_FAILURE")
+            && self.within_active_deadline(&job_id, &run_id);
+        if retry {
+            let attempts = self
+                .runs
+                .get(&job_id)
+                .and_then(|r| r.get(&run_id))
+                .map_or(1, |r| r.attempts);
+            let delay =
+                Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(MAX_RETRY_DELAY);
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            self.retry_at.insert(key, at);
+            if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+                run.status = RunStatus::Initial;
+                if let Ok(record) = Write::json(run_key(&job_id, &run_id), &*run) {
+                    self.pending_writes.push(record);
+                }
+            }
+            return;
+        }
+        self.finish_run(&job_id, &run_id, RunStatus::Failed);
+    }
+
+    fn within_active_deadline(&self, job_id: &str, run_id: &str) -> bool {
+        let Some(job) = self.jobs.get(job_id) else {
+            return false;
+        };
+        let Some(limit) = job.run.restart.active_deadline_seconds else {
+            return true;
+        };
+        let created = self
+            .runs
+            .get(job_id)
+            .and_then(|r| r.get(run_id))
+            .and_then(|r| parse_time(&r.created_at));
+        created.is_none_or(|c| (Utc::now() - c).num_seconds() < limit)
+    }
+
+    /// Ends a run: its record, the job's counters, the history's length, dependents.
+    fn finish_run(&mut self, job_id: &str, run_id: &str, outcome: RunStatus) {
+        let now = Utc::now();
+        let Some(run) = self.runs.get_mut(job_id).and_then(|r| r.get_mut(run_id)) else {
+            return;
+        };
+        run.status = outcome;
+        run.completed_at = Some(rfc3339(now));
+        if let Ok(record) = Write::json(run_key(job_id, run_id), &*run) {
+            self.pending_writes.push(record);
+        }
+        self.retry_at
+            .remove(&(job_id.to_string(), run_id.to_string()));
+        let stats = self.stats.entry(job_id.to_string()).or_default();
+        match outcome {
+            RunStatus::Success => {
+                stats.success_count += 1;
+                stats.last_success_at = Some(rfc3339(now));
+            }
+            _ => {
+                stats.failure_count += 1;
+                stats.last_failure_at = Some(rfc3339(now));
+            }
+        }
+        if let Ok(record) = Write::json(stats_key(job_id), &*stats) {
+            self.pending_writes.push(record);
+        }
+        // History: the oldest finished runs beyond the limit go.
+        if let Some(runs) = self.runs.get_mut(job_id) {
+            let mut finished: Vec<(String, String)> = runs
+                .values()
+                .filter(|r| r.status.is_finished())
+                .map(|r| (r.completed_at.clone().unwrap_or_default(), r.id.clone()))
+                .collect();
+            if finished.len() > self.config.history_count {
+                finished.sort();
+                let excess = finished.len() - self.config.history_count;
+                for (_, id) in finished.into_iter().take(excess) {
+                    runs.remove(&id);
+                    self.pending_writes
+                        .push(Write::Delete(run_key(job_id, &id)));
+                }
+            }
+        }
+        self.trigger_dependents(job_id, outcome, run_id);
+    }
+
+    /// After a parent ends: a child whose parents all succeeded since its own last
+    /// run gets a run; a failed parent is recorded on each child as why it waits.
+    fn trigger_dependents(&mut self, parent: &str, outcome: RunStatus, parent_run: &str) {
+        let children: Vec<JobSpec> = self
+            .jobs
+            .values()
+            .filter(|j| j.dependencies.iter().any(|d| d.id == parent))
+            .cloned()
+            .collect();
+        for child in children {
+            if outcome != RunStatus::Success {
+                let now = Utc::now();
+                let blocked = MissedRun {
+                    schedule_id: "dependencies".into(),
+                    scheduled_at: rfc3339(now),
+                    reason: format!("blocked: parent {parent} failed (run {parent_run})"),
+                };
+                if let Ok(record) = Write::json(
+                    missed_key(&child.id, "dependencies", now.timestamp_millis()),
+                    &blocked,
+                ) {
+                    self.pending_writes.push(record);
+                }
+                self.note_missed(&child.id, vec![blocked]);
+                continue;
+            }
+            let parents: Vec<String> = child.dependencies.iter().map(|d| d.id.clone()).collect();
+            let successes: Vec<Option<DateTime<Utc>>> = parents
+                .iter()
+                .map(|p| {
+                    self.stats
+                        .get(p)
+                        .and_then(|s| s.last_success_at.as_deref())
+                        .and_then(parse_time)
+                })
+                .collect();
+            let own_last = self
+                .runs
+                .get(&child.id)
+                .into_iter()
+                .flat_map(|r| r.values())
+                .filter_map(|r| parse_time(&r.created_at))
+                .max();
+            let parent_runs = |id: &str| {
+                let stats = self.stats.get(id);
+                dag::ParentRuns {
+                    last_success: stats
+                        .and_then(|s| s.last_success_at.as_deref())
+                        .and_then(parse_time),
+                    last_failure: stats
+                        .and_then(|s| s.last_failure_at.as_deref())
+                        .and_then(parse_time),
+                }
+            };
+            if !matches!(
+                dag::ready(&parents, &parent_runs, own_last),
+                dag::Readiness::Ready
+            ) {
+                continue;
+            }
+            let Some(instant) = successes.iter().flatten().max().copied() else {
+                continue;
+            };
+            // One run per set of parent successes, whatever replays it.
+            let id = format!("{}-deps", instant.format("%Y%m%d%H%M%S%3f"));
+            if self
+                .runs
+                .get(&child.id)
+                .is_some_and(|r| r.contains_key(&id))
+            {
+                continue;
+            }
+            let run = Self::new_run(&child.id, id, instant, Trigger::Dependencies);
+            if let Ok(record) = Write::json(run_key(&child.id, &run.id), &run) {
+                self.pending_writes.push(record);
+            }
+            self.add_run(run);
+        }
+    }
+
+    // ------------------------------------------------------------ offers
+
+    fn waiting_runs(&self) -> Vec<(String, String)> {
+        let now = Utc::now();
+        let mut waiting: Vec<(String, String, String)> = self
+            .runs
+            .iter()
+            .flat_map(|(job, runs)| {
+                runs.values()
+                    .filter(|r| r.status == RunStatus::Initial)
+                    .map(move |r| (r.created_at.clone(), job.clone(), r.id.clone()))
+            })
+            .filter(|(_, job, run)| {
+                self.retry_at
+                    .get(&(job.clone(), run.clone()))
+                    .is_none_or(|at| *at <= now)
+            })
+            .collect();
+        waiting.sort();
+        waiting.into_iter().map(|(_, j, r)| (j, r)).collect()
+    }
+
+    async fn offer_interest(&mut self) {
+        let Some(driver) = self.driver.clone() else {
+            return;
+        };
+        let wants = self
+            .runs
+            .values()
+            .flat_map(|r| r.values())
+            .any(|r| r.status == RunStatus::Initial);
+        let roles = vec![self.config.role.clone()];
+        if wants && (self.suppressed || self.revive_needed) {
+            if driver.revive(roles).await.is_ok() {
+                self.suppressed = false;
+                self.revive_needed = false;
+            }
+        } else if !wants && !self.suppressed && driver.suppress(roles).await.is_ok() {
+            self.suppressed = true;
+        }
+    }
+
+    async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
+        let Some(driver) = self.driver.clone() else {
+            return;
+        };
+        let refuse = |seconds: f64| {
+            Some(pb::Filters {
+                refuse_seconds: Some(seconds),
+            })
+        };
+        let waiting = if self.framework_id_unsaved {
+            Vec::new()
+        } else {
+            self.waiting_runs()
+        };
+        if waiting.is_empty() {
+            // Runs backing off before a retry want offers again soon.
+            let seconds = if self.retry_at.is_empty() {
+                REFUSE_IDLE
+            } else {
+                REFUSE_WHILE_WAITING
+            };
+            let ids: Vec<pb::OfferId> = offers.iter().filter_map(|o| o.id.clone()).collect();
+            let _ = driver.decline(ids, refuse(seconds)).await;
+            return;
+        }
+        let mut rooms: Vec<Option<OfferResources>> =
+            offers.iter().map(|o| OfferResources::new(o).ok()).collect();
+        let mut tasks: Vec<Vec<pb::TaskInfo>> = vec![Vec::new(); offers.len()];
+        let mut launched: Vec<(String, String)> = Vec::new();
+        let mut writes = Vec::new();
+        let mut next_offer = 0usize;
+        for (job_id, run_id) in waiting {
+            let Some(job) = self.jobs.get(&job_id).cloned() else {
+                continue;
+            };
+            let Some(run) = self.runs.get(&job_id).and_then(|r| r.get(&run_id)).cloned() else {
+                continue;
+            };
+            let attempt = run.attempts + 1;
+            let task_id = format!("{job_id}.{run_id}.{attempt}");
+            let builder = task_builder(&job, &task_id);
+            // Round-robin over the offers, so a burst spreads over the agents.
+            let mut placed = None;
+            for step in 0..offers.len() {
+                let index = (next_offer + step) % offers.len();
+                let offer = &offers[index];
+                if !constraints_match(&job, offer) {
+                    continue;
+                }
+                let Some(Some(room)) = rooms.get_mut(index) else {
+                    continue;
+                };
+                if let Ok(info) = room.take(&builder) {
+                    placed = Some((index, info));
+                    break;
+                }
+            }
+            let Some((index, info)) = placed else {
+                continue;
+            };
+            next_offer = index + 1;
+            let agent = offers[index].agent_id.as_ref().map(|a| a.value.clone());
+            let mut run = run;
+            run.attempts = attempt;
+            run.status = RunStatus::Starting;
+            run.tasks.push(RunTask {
+                id: task_id,
+                started_at: None,
+                completed_at: None,
+                status: "TASK_STAGING".into(),
+                exit_code: None,
+                agent_id: agent,
+            });
+            if let Ok(record) = Write::json(run_key(&job_id, &run_id), &run) {
+                writes.push(record);
+            }
+            if let Some(slot) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+                *slot = run;
+            }
+            tasks[index].push(info);
+            launched.push((job_id, run_id));
+        }
+        // Recorded before launched: a restart knows every task it may have started.
+        if let Err(e) = self.store.write(writes).await {
+            warn!(self.logger, "cannot record launches; declining the offers"; "error" => %e);
+            for (job_id, run_id) in launched {
+                if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+                    run.status = RunStatus::Initial;
+                    run.attempts -= 1;
+                    run.tasks.pop();
+                }
+            }
+            let ids: Vec<pb::OfferId> = offers.iter().filter_map(|o| o.id.clone()).collect();
+            let _ = driver.decline(ids, refuse(REFUSE_WHILE_WAITING)).await;
+            return;
+        }
+        let mut declined = Vec::new();
+        for (offer, tasks) in offers.iter().zip(tasks) {
+            let Some(offer_id) = offer.id.clone() else {
+                continue;
+            };
+            if tasks.is_empty() {
+                declined.push(offer_id);
+                continue;
+            }
+            let task_ids: Vec<String> = tasks
+                .iter()
+                .filter_map(|t| t.task_id.as_ref().map(|id| id.value.clone()))
+                .collect();
+            let operations = tasks
+                .chunks(1000)
+                .map(|c| pb::Operation {
+                    operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
+                        task_infos: c.to_vec(),
+                    })),
+                })
+                .collect();
+            if let Err(e) = driver
+                .accept(vec![offer_id], operations, refuse(REFUSE_WHILE_WAITING))
+                .await
+            {
+                warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => %e);
+                for task_id in task_ids {
+                    if let Some((job, run, attempt)) = parse_task_id(&task_id)
+                        && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
+                        && r.attempts == attempt
+                    {
+                        r.status = RunStatus::Initial;
+                        self.revive_needed = true;
+                    }
+                }
+            }
+        }
+        if !declined.is_empty() {
+            let _ = driver.decline(declined, refuse(REFUSE_WHILE_WAITING)).await;
+        }
+    }
+}
+
+/// `<job>.<run>.<attempt>` (job ids are dotted; run ids have no dots).
+fn parse_task_id(task_id: &str) -> Option<(String, String, u32)> {
+    let (rest, attempt) = task_id.rsplit_once('.')?;
+    let (job, run) = rest.rsplit_once('.')?;
+    Some((job.to_string(), run.to_string(), attempt.parse().ok()?))
+}
+
+fn task_builder(job: &JobSpec, task_id: &str) -> TaskBuilder {
+    let run = &job.run;
+    let mut builder = TaskBuilder::new(task_id)
+        .name(job.id.clone())
+        .cpus(run.cpus)
+        .mem(run.mem)
+        .disk(run.disk);
+    builder = match (&run.cmd, &run.args) {
+        (Some(cmd), _) => builder.shell(cmd.clone()),
+        (None, Some(args)) if !args.is_empty() => builder.exec(args[0].clone(), args[1..].to_vec()),
+        _ => builder,
+    };
+    for (name, value) in &run.env {
+        builder = builder.env(name, value);
+    }
+    builder = builder
+        .env("METRONOME_JOB_ID", job.id.clone())
+        .env("MESOS_TASK_ID", task_id);
+    for (key, value) in &job.labels {
+        builder = builder.label(key, value);
+    }
+    if let Some(docker) = &run.docker {
+        builder = builder.image(docker.image.clone());
+    }
+    for artifact in &run.artifacts {
+        builder = builder.fetch(pb::command_info::Uri {
+            value: artifact.uri.clone(),
+            executable: artifact.executable,
+            extract: artifact.extract,
+            cache: artifact.cache,
+            output_file: String::new(),
+        });
+    }
+    for volume in &run.volumes {
+        builder = builder.volume(pb::Volume {
+            container_path: volume.container_path.clone(),
+            host_path: volume.host_path.clone(),
+            mode: if volume.mode == "RO" {
+                pb::volume::Mode::Ro
+            } else {
+                pb::volume::Mode::Rw
+            } as i32,
+        });
+    }
+    builder
+}
+
+/// Metronome's placement constraints: IS/EQ (exact), LIKE/UNLIKE (full-match
+/// regular expressions) on `hostname` or an agent attribute.
+fn constraints_match(job: &JobSpec, offer: &pb::Offer) -> bool {
+    let Some(placement) = &job.run.placement else {
+        return true;
+    };
+    placement.constraints.iter().all(|c| {
+        let value: Option<String> = if c.attribute == "hostname" || c.attribute == "@hostname" {
+            Some(offer.hostname.clone())
+        } else {
+            offer
+                .attributes
+                .iter()
+                .find(|a| a.name == c.attribute)
+                .map(attribute_text)
+        };
+        let wanted = c.value.clone().unwrap_or_default();
+        match c.operator.as_str() {
+            "IS" | "EQ" => value.as_deref() == Some(wanted.as_str()),
+            "LIKE" | "UNLIKE" => {
+                let matches = regex::Regex::new(&format!("^(?:{wanted})$"))
+                    .is_ok_and(|re| value.as_deref().is_some_and(|v| re.is_match(v)));
+                (c.operator == "LIKE") == matches
+            }
+            _ => false,
+        }
+    })
+}
+
+fn attribute_text(attribute: &pb::Attribute) -> String {
+    attribute.text.clone()
+}

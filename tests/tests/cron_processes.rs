@@ -1,0 +1,257 @@
+//! Cron across process boundaries: `agora cron` as a process of its own beside
+//! `agora dev --no-cron` (or a group of `agora master` processes and `agora agent`s),
+//! so that the cron process, or the leading master, can be SIGKILLed mid-schedule.
+//!
+//! The promise checked: a job due every 2 s has every instant between its first and
+//! its last run exactly once in its history — run, or recorded as missed when it lay
+//! in an outage longer than its starting deadline — never skipped silently, never
+//! run twice. And dependencies: a child runs only after its parents succeeded.
+
+mod apps_support;
+mod cron_support;
+
+use agora_tests::{MasterGroup, kill_executor_sessions, node_bin};
+use apps_support::{kill, poll, start_agent, start_dev, stop};
+use cron_support::{
+    STARTING_DEADLINE, assert_every_instant_once, finished_runs, history, job, job_cli,
+    job_cli_fails, now, seconds, start_cron, stop_ticking, ticking_job, wait_finished,
+    wait_instants_after,
+};
+use serde_json::Value;
+
+/// Every 2 s (six fields: seconds first).
+const EVERY_2S: &str = "*/2 * * * * *";
+/// Instants checked on each side of an outage.
+const INSTANTS: usize = 3;
+
+/// The instant (seconds since the epoch) a field of a run holds; `completedAt` is
+/// `finishedAt` in Metronome's history.
+fn at(run: &Value, field: &str) -> f64 {
+    let value = match (&run[field], field) {
+        (Value::Null, "completedAt") => &run["finishedAt"],
+        (value, _) => value,
+    };
+    value
+        .as_str()
+        .and_then(seconds)
+        .unwrap_or_else(|| panic!("{field} of {run}"))
+}
+
+/// The only successful run of a job's history.
+fn only_success(history: &Value) -> Value {
+    let runs = finished_runs(history);
+    assert_eq!(runs.len(), 1, "exactly one run: {history}");
+    let (outcome, run) = runs.into_iter().next().expect("one run");
+    assert_eq!(outcome, "SUCCESS", "{history}");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cron_process_neither_skips_nor_repeats_an_instant() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dev = start_dev(dir.path(), &["--no-apps", "--no-cron", "--agents", "2"]).await;
+    let (first, cron) = start_cron(&dev.master).await;
+    let definition = ticking_job("tick", EVERY_2S).to_string();
+    assert_eq!(
+        job_cli(&cron, &["add", "-"], Some(&definition))
+            .await
+            .trim(),
+        "tick"
+    );
+    wait_instants_after(&cron, "tick", 0.0, INSTANTS).await;
+
+    kill(first, "the cron process").await;
+    let killed_at = now();
+    let (second, cron) = start_cron(&dev.master).await;
+    let serving_at = now();
+    println!("the cron API was down for {:.1} s", serving_at - killed_at);
+    wait_instants_after(&cron, "tick", serving_at, INSTANTS).await;
+    let history = stop_ticking(&cron, "tick").await;
+    // Only an instant older than the starting deadline when the new process took over
+    // may be missed: with a 60 s deadline and a few seconds' outage, none.
+    let outage_start = killed_at - 2.0;
+    let instants = assert_every_instant_once(&history, 2, |at| {
+        let at = at as f64;
+        at >= outage_start && at < serving_at - STARTING_DEADLINE as f64
+    });
+    assert!(
+        instants.iter().any(|at| (*at as f64) < killed_at)
+            && instants.iter().any(|at| (*at as f64) > serving_at),
+        "instants on both sides of the outage: {instants:?}"
+    );
+
+    stop(second, "agora cron").await;
+    stop(dev.child, "agora dev").await;
+    kill_executor_sessions(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leading_master_neither_skips_nor_repeats_an_instant() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut group = MasterGroup::start(node_bin!()).await;
+    let masters = group.masters_flag();
+    let agents: Vec<_> = ["host-a", "host-b"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let first = 31000 + 200 * i;
+            let ports = format!("{first}-{}", first + 199);
+            start_agent(&masters, host, &dir.path().join(host), &ports)
+        })
+        .collect();
+    let (cron_process, cron) = start_cron(&masters).await;
+    let definition = ticking_job("tick", EVERY_2S).to_string();
+    job_cli(&cron, &["add", "-"], Some(&definition)).await;
+    wait_instants_after(&cron, "tick", 0.0, INSTANTS).await;
+
+    let killed = group.kill_leader().await;
+    let killed_at = now();
+    let elected = group.wait_for_leader().await;
+    assert_ne!(killed, elected);
+    println!(
+        "master {killed} killed; master {elected} leads {:.1} s later",
+        now() - killed_at
+    );
+    // The runs due while no master led start late, not never; and those after.
+    wait_instants_after(&cron, "tick", now(), INSTANTS).await;
+    let history = stop_ticking(&cron, "tick").await;
+    let instants = assert_every_instant_once(&history, 2, |_| false);
+    assert!(
+        instants.iter().any(|at| (*at as f64) < killed_at)
+            && instants.iter().any(|at| (*at as f64) > killed_at + 2.0),
+        "instants on both sides of the failover: {instants:?}"
+    );
+
+    stop(cron_process, "agora cron").await;
+    for agent in agents {
+        stop(agent, "agora agent").await;
+    }
+    group.kill_all();
+    kill_executor_sessions(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_runs_only_after_its_parents_succeeded() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dev = start_dev(dir.path(), &["--no-apps", "--no-cron", "--agents", "2"]).await;
+    let (cron_process, cron) = start_cron(&dev.master).await;
+
+    // a -> b -> c: c runs after b, which runs after a.
+    for (id, parents) in [
+        ("chain-a", &[][..]),
+        ("chain-b", &["chain-a"][..]),
+        ("chain-c", &["chain-b"][..]),
+    ] {
+        let definition = job(id, "true", parents).to_string();
+        job_cli(&cron, &["add", "-"], Some(&definition)).await;
+    }
+    let listing = job_cli(&cron, &["list"], None).await;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("chain-c ") && l.contains("after chain-b")),
+        "{listing}"
+    );
+    // A cycle is refused: a depending on c closes a -> b -> c -> a.
+    let cycle = job("chain-a", "true", &["chain-c"]).to_string();
+    let refused = job_cli_fails(&cron, &["add", "-"], Some(&cycle)).await;
+    assert!(refused.contains("answered 422"), "{refused}");
+    let kept = apps_support::get_json(&cron, "/v1/jobs/chain-a")
+        .await
+        .expect("chain-a");
+    assert!(kept.get("dependencies").is_none(), "unchanged: {kept}");
+
+    let run_a = job_cli(&cron, &["run", "chain-a"], None).await;
+    let (outcome, a) = wait_finished(&cron, "chain-a", run_a.trim()).await;
+    assert_eq!(outcome, "SUCCESS", "{a}");
+    let c_history = poll("chain-c to succeed", || async {
+        let history = history(&cron, "chain-c").await?;
+        match history["successCount"].as_u64() {
+            Some(1) => Ok(history),
+            _ => Err(history.to_string()),
+        }
+    })
+    .await;
+    let b = only_success(&history(&cron, "chain-b").await.expect("b's history"));
+    let c = only_success(&c_history);
+    assert!(
+        at(&b, "createdAt") >= at(&a, "completedAt"),
+        "b after a: {a} {b}"
+    );
+    assert!(
+        at(&c, "createdAt") >= at(&b, "completedAt"),
+        "c after b: {b} {c}"
+    );
+    let shown = job_cli(&cron, &["show", "chain-c"], None).await;
+    assert!(
+        shown.contains("depends on    chain-b: succeeded at"),
+        "{shown}"
+    );
+    assert!(!shown.contains("waiting for"), "{shown}");
+
+    // A failed parent blocks its child, and says so.
+    job_cli(
+        &cron,
+        &["add", "-"],
+        Some(&job("flaky", "exit 3", &[]).to_string()),
+    )
+    .await;
+    job_cli(
+        &cron,
+        &["add", "-"],
+        Some(&job("after-flaky", "true", &["flaky"]).to_string()),
+    )
+    .await;
+    let run = job_cli(&cron, &["run", "flaky"], None).await;
+    let (outcome, failed) = wait_finished(&cron, "flaky", run.trim()).await;
+    assert_eq!(outcome, "FAILED", "{failed}");
+    let exit_codes: Vec<&Value> = failed["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("exitCode"))
+        .collect();
+    assert!(
+        exit_codes.iter().all(|code| **code == 3),
+        "exit 3: {failed}"
+    );
+    let child = history(&cron, "after-flaky").await.expect("a history");
+    assert!(finished_runs(&child).is_empty(), "{child}");
+    let active = cron_support::active_runs(&cron, "after-flaky")
+        .await
+        .expect("runs");
+    assert!(active.is_empty(), "the child does not run: {active:?}");
+    let shown = job_cli(&cron, &["show", "after-flaky"], None).await;
+    assert!(
+        shown.contains("depends on    flaky: FAILED at") && shown.contains("waiting for   flaky"),
+        "{shown}"
+    );
+    let past = job_cli(&cron, &["history", "flaky"], None).await;
+    assert!(
+        past.contains("0 succeeded") && past.contains("1 failed") && past.contains("FAILED"),
+        "{past}"
+    );
+    // Once the parent succeeds, the child runs: once.
+    job_cli(
+        &cron,
+        &["add", "-"],
+        Some(&job("flaky", "true", &[]).to_string()),
+    )
+    .await;
+    let run = job_cli(&cron, &["run", "flaky"], None).await;
+    assert_eq!(wait_finished(&cron, "flaky", run.trim()).await.0, "SUCCESS");
+    let child = poll("after-flaky to run", || async {
+        let history = history(&cron, "after-flaky").await?;
+        if finished_runs(&history).is_empty() {
+            Err(history.to_string())
+        } else {
+            Ok(history)
+        }
+    })
+    .await;
+    only_success(&child);
+
+    stop(cron_process, "agora cron").await;
+    stop(dev.child, "agora dev").await;
+    kill_executor_sessions(dir.path());
+}
