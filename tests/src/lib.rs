@@ -838,17 +838,36 @@ impl RawFramework {
 
 /// GET `path` from `addr` over HTTP/1.1; returns the status code and body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    within("an HTTP response", http_exchange(addr, "GET", path, ""))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// One HTTP/1.1 request with a JSON body on a fresh connection: (status, body).
+/// Errors are sentences (for benchmarks, which report rather than panic).
+pub async fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream
-        .write_all(request.as_bytes())
+        .write_all(format!("{head}{body}").as_bytes())
         .await
-        .expect("send the request");
+        .map_err(|e| format!("send {method} {path}: {e}"))?;
     let mut raw = Vec::new();
-    within("an HTTP response", stream.read_to_end(&mut raw))
+    stream
+        .read_to_end(&mut raw)
         .await
-        .expect("read the response");
+        .map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -864,7 +883,7 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     } else {
         body.to_string()
     };
-    (status, body)
+    Ok((status, body))
 }
 
 /// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response, joined.

@@ -139,6 +139,18 @@ async fn agora_job_adds_runs_lists_shows_and_removes_jobs() {
         "{stderr}"
     );
 
+    // A run no agent can hold fails once its maxLaunchDelay has passed, rather
+    // than waiting for ever.
+    let mut huge = job("cli.huge", "true", &[]);
+    huge["run"]["cpus"] = json!(1000);
+    huge["run"]["maxLaunchDelay"] = json!(1);
+    cron_support::send_json(&cron, "POST", "/v1/jobs", Some(&huge.to_string())).await;
+    let run = cron_support::send_json(&cron, "POST", "/v1/jobs/cli.huge/runs", None).await;
+    let run_id = run["id"].as_str().expect("a run id");
+    let (outcome, run) = wait_finished(&cron, "cli.huge", run_id).await;
+    assert_eq!(outcome, "FAILED", "{run}");
+    assert_eq!(run["tasks"], json!([]), "never launched: {run}");
+
     stop(dev.child, "agora dev").await;
     kill_executor_sessions(dir.path());
 }

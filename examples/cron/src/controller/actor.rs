@@ -54,6 +54,10 @@ fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Shortest interval between two snapshots while no command waits for one.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Commands taken together before reacting once.
+const COMMANDS_PER_REACTION: usize = 256;
 /// Operations per state-store batch (the masters take at most 1,000).
 const BATCH_OPS: usize = 1000;
 
@@ -116,6 +120,14 @@ pub struct Controller {
     revive_needed: bool,
     /// Writes that may wait for the end of the reaction (soft state).
     pending_writes: Vec<Write>,
+    /// Runs asked for and not recorded yet, with where their answer goes.
+    pending_manual: Vec<(
+        JobRun,
+        tokio::sync::oneshot::Sender<Result<JobRun, CronError>>,
+    )>,
+    /// When the snapshot was last published, and whether a change awaits it.
+    last_publish: tokio::time::Instant,
+    publish_pending: bool,
     /// Answers sent once the reaction to their command is published.
     replies: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
@@ -180,6 +192,9 @@ impl Controller {
             suppressed: false,
             revive_needed: true,
             pending_writes: Vec::new(),
+            pending_manual: Vec::new(),
+            last_publish: tokio::time::Instant::now(),
+            publish_pending: false,
             replies: Vec::new(),
         }
     }
@@ -205,7 +220,7 @@ impl Controller {
                 _ = tokio::time::sleep(wake) => {}
                 _ = crate::until(&mut stop, true) => break,
             }
-            for _ in 1..64 {
+            for _ in 1..COMMANDS_PER_REACTION {
                 match commands.try_recv() {
                     Ok(command) => self.on_command(command).await,
                     Err(_) => break,
@@ -224,7 +239,11 @@ impl Controller {
     /// How long until the next schedule is due (at most a tick).
     fn next_wake(&self) -> Duration {
         let now = Utc::now();
-        let mut wake = TICK;
+        let mut wake = if self.publish_pending {
+            PUBLISH_EVERY
+        } else {
+            TICK
+        };
         for at in self.retry_at.values() {
             wake = wake.min((*at - now).to_std().unwrap_or(Duration::ZERO));
         }
@@ -248,13 +267,24 @@ impl Controller {
         if self.retry_at.len() < before {
             self.revive_needed = true;
         }
+        self.record_manual_runs().await;
+        self.abort_overdue(now);
         self.fire_due().await;
         self.offer_interest().await;
         let writes = std::mem::take(&mut self.pending_writes);
         if let Err(e) = self.store.write(writes).await {
             warn!(self.logger, "cannot record run states"; "error" => %e);
         }
-        self.publish();
+        // A command's answer waits for a snapshot that shows its effect; otherwise
+        // (a storm of task updates) the snapshot is rebuilt at most every
+        // PUBLISH_EVERY, since its cost grows with the number of jobs.
+        if !self.replies.is_empty() || self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.publish();
+            self.last_publish = tokio::time::Instant::now();
+            self.publish_pending = false;
+        } else {
+            self.publish_pending = true;
+        }
     }
 
     fn publish(&self) {
@@ -370,10 +400,11 @@ impl Controller {
                 let result = self.delete_schedule(&job_id, &schedule_id).await;
                 self.reply(reply, result);
             }
-            Command::StartRun { job_id, reply } => {
-                let result = self.start_manual_run(&job_id).await;
-                self.reply(reply, result);
-            }
+            Command::StartRun { job_id, reply } => match self.manual_run(&job_id) {
+                // Recorded with the other runs asked for meanwhile, in one batch.
+                Ok(run) => self.pending_manual.push((run, reply)),
+                Err(e) => self.reply(reply, Err(e)),
+            },
             Command::StopRun {
                 job_id,
                 run_id,
@@ -400,25 +431,29 @@ impl Controller {
                 "Job with this id already exists".to_string(),
             ));
         }
-        // The dependency graph with this job in it must stay acyclic.
-        let mut graph: BTreeMap<String, Vec<String>> = self
-            .jobs
-            .iter()
-            .map(|(id, j)| {
-                (
-                    id.clone(),
-                    j.dependencies.iter().map(|d| d.id.clone()).collect(),
-                )
-            })
-            .collect();
-        graph.insert(
-            job.id.clone(),
-            job.dependencies.iter().map(|d| d.id.clone()).collect(),
-        );
-        dag::check(&graph).map_err(|e| CronError::Invalid {
-            message: "Object is not valid".into(),
-            details: vec![("/dependencies".into(), vec![e.to_string()])],
-        })?;
+        // The dependency graph with this job in it must stay acyclic. A job that
+        // depends on nothing cannot close a cycle, so only then is it checked
+        // (ten thousand jobs created one by one stay linear).
+        if !job.dependencies.is_empty() {
+            let mut graph: BTreeMap<String, Vec<String>> = self
+                .jobs
+                .iter()
+                .map(|(id, j)| {
+                    (
+                        id.clone(),
+                        j.dependencies.iter().map(|d| d.id.clone()).collect(),
+                    )
+                })
+                .collect();
+            graph.insert(
+                job.id.clone(),
+                job.dependencies.iter().map(|d| d.id.clone()).collect(),
+            );
+            dag::check(&graph).map_err(|e| CronError::Invalid {
+                message: "Object is not valid".into(),
+                details: vec![("/dependencies".into(), vec![e.to_string()])],
+            })?;
+        }
         let now = Utc::now();
         let mut writes = vec![Write::json(job_key(&job.id), &job)?];
         let mut added = Vec::new();
@@ -586,7 +621,8 @@ impl Controller {
         }
     }
 
-    async fn start_manual_run(&mut self, job_id: &str) -> Result<JobRun, CronError> {
+    /// A run asked for now (`POST /v1/jobs/{id}/runs`), not recorded yet.
+    fn manual_run(&self, job_id: &str) -> Result<JobRun, CronError> {
         if !self.jobs.contains_key(job_id) {
             return Err(Self::not_found(job_id));
         }
@@ -598,12 +634,33 @@ impl Controller {
             .take(5)
             .collect();
         let id = format!("{}{suffix}", now.format("%Y%m%d%H%M%S"));
-        let run = Self::new_run(job_id, id, now, Trigger::Manual);
-        self.store
-            .write(vec![Write::json(run_key(job_id, &run.id), &run)?])
-            .await?;
-        self.add_run(run.clone());
-        Ok(run)
+        Ok(Self::new_run(job_id, id, now, Trigger::Manual))
+    }
+
+    /// Records the runs asked for since the last reaction, in as few batches as
+    /// possible; each is answered once recorded (or with why not).
+    async fn record_manual_runs(&mut self) {
+        let pending = std::mem::take(&mut self.pending_manual);
+        if pending.is_empty() {
+            return;
+        }
+        let writes: Result<Vec<Write>, CronError> = pending
+            .iter()
+            .map(|(run, _)| Write::json(run_key(&run.job_id, &run.id), run))
+            .collect();
+        let written = match writes {
+            Ok(writes) => self.store.write(writes).await,
+            Err(e) => Err(e),
+        };
+        for (run, reply) in pending {
+            match &written {
+                Ok(()) => {
+                    self.add_run(run.clone());
+                    self.reply(reply, Ok(run));
+                }
+                Err(e) => self.reply(reply, Err(e.clone())),
+            }
+        }
     }
 
     fn add_run(&mut self, run: JobRun) {
@@ -666,33 +723,49 @@ impl Controller {
             }
         }
         // Many schedules due at once (a burst at midnight) are written together:
-        // each schedule's writes stay in one atomic batch.
-        let mut batch: Vec<DuePlan> = Vec::new();
+        // each schedule's writes stay in one atomic batch, the batches go out at
+        // once, and a batch's plans apply only once it is written.
+        let mut batches: Vec<Vec<DuePlan>> = Vec::new();
         let mut ops = 0;
         for plan in plans {
-            if ops + plan.writes.len() > BATCH_OPS && !batch.is_empty() {
-                self.commit_due(std::mem::take(&mut batch)).await;
+            if batches.is_empty() || ops + plan.writes.len() > BATCH_OPS {
+                batches.push(Vec::new());
                 ops = 0;
             }
             ops += plan.writes.len();
-            batch.push(plan);
+            if let Some(batch) = batches.last_mut() {
+                batch.push(plan);
+            }
         }
-        if !batch.is_empty() {
-            self.commit_due(batch).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for (index, batch) in batches.iter().enumerate() {
+            let writes: Vec<Write> = batch
+                .iter()
+                .flat_map(|p| p.writes.iter().cloned())
+                .collect();
+            let store = self.store.clone();
+            calls.spawn(async move { (index, store.write_groups(vec![writes]).await) });
+        }
+        let mut written = vec![false; batches.len()];
+        while let Some(done) = calls.join_next().await {
+            match done {
+                Ok((index, Ok(()))) => written[index] = true,
+                Ok((_, Err(e))) => {
+                    // Not applied: the cursors did not move, the instants come due again.
+                    warn!(self.logger, "cannot record due runs; trying again"; "error" => %e);
+                }
+                Err(e) => warn!(self.logger, "a state-store write task failed"; "error" => %e),
+            }
+        }
+        for (batch, ok) in batches.into_iter().zip(written) {
+            if ok {
+                self.apply_due(batch).await;
+            }
         }
     }
 
-    /// Writes the plans of one batch and, once written, applies them.
-    async fn commit_due(&mut self, plans: Vec<DuePlan>) {
-        let writes: Vec<Write> = plans
-            .iter()
-            .flat_map(|p| p.writes.iter().cloned())
-            .collect();
-        if let Err(e) = self.store.write(writes).await {
-            // Nothing applied: the cursors did not move, the instants come due again.
-            warn!(self.logger, "cannot record due runs; trying again"; "schedules" => plans.len(), "error" => %e);
-            return;
-        }
+    /// Applies the plans of a written batch.
+    async fn apply_due(&mut self, plans: Vec<DuePlan>) {
         for plan in plans {
             if let Some(live) = self
                 .schedules
@@ -827,6 +900,39 @@ impl Controller {
             replace,
             cursor: last,
         }))
+    }
+
+    /// Runs that could not be launched in time fail: a job's `maxLaunchDelay`
+    /// (Metronome: "seconds until the job needs to be running"), and for a
+    /// scheduled run also its schedule's `startingDeadlineSeconds`.
+    fn abort_overdue(&mut self, now: DateTime<Utc>) {
+        let mut overdue = Vec::new();
+        for (job_id, runs) in &self.runs {
+            let Some(job) = self.jobs.get(job_id) else {
+                continue;
+            };
+            for run in runs
+                .values()
+                .filter(|r| r.status == RunStatus::Initial && r.attempts == 0)
+            {
+                let Some(created) = parse_time(&run.created_at) else {
+                    continue;
+                };
+                let mut limit = job.run.max_launch_delay.max(0);
+                if let Trigger::Schedule { schedule_id } = &run.trigger
+                    && let Some(live) = self.schedules.get(job_id).and_then(|s| s.get(schedule_id))
+                {
+                    limit = limit.min(live.spec.starting_deadline_seconds.max(0));
+                }
+                if (now - created).num_seconds() > limit {
+                    overdue.push((job_id.clone(), run.id.clone(), limit));
+                }
+            }
+        }
+        for (job_id, run_id, limit) in overdue {
+            warn!(self.logger, "run not launched in time; failing it"; "job" => &job_id, "run" => &run_id, "limit_seconds" => limit);
+            self.finish_run(&job_id, &run_id, RunStatus::Failed);
+        }
     }
 
     fn note_missed(&mut self, job_id: &str, missed: Vec<MissedRun>) {

@@ -160,31 +160,52 @@ impl CronStore {
         Ok(state)
     }
 
-    /// Applies `writes`: each run of up to 1,000 is one atomic batch.
+    /// Applies `writes`: each run of up to 1,000 is one atomic batch; the
+    /// batches go out together.
     pub async fn write(&self, writes: Vec<Write>) -> Result<(), CronError> {
+        let mut groups = Vec::new();
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
-            let chunk: Vec<Write> = writes.by_ref().take(WRITES_PER_CALL).collect();
-            let mut last: std::collections::BTreeMap<String, BatchOp> = Default::default();
-            for write in chunk {
-                let op = match write {
-                    Write::Put(key, value) => BatchOp::put(key, value),
-                    Write::Delete(key) => BatchOp::delete(key),
-                };
-                last.insert(op.key().to_string(), op);
-            }
-            match self
-                .store
-                .batch(last.into_values())
-                .await
-                .map_err(store_error)?
-            {
-                BatchOutcome::Applied(_) => {}
-                BatchOutcome::Conflict { key, .. } => {
-                    return Err(CronError::Store(format!("unexpected conflict on {key}")));
-                }
+            groups.push(writes.by_ref().take(WRITES_PER_CALL).collect());
+        }
+        self.write_groups(groups).await
+    }
+
+    /// Applies each group as one atomic batch (at most 1,000 writes each), all
+    /// groups at once. An error means some groups may not have been applied.
+    pub async fn write_groups(&self, groups: Vec<Vec<Write>>) -> Result<(), CronError> {
+        let mut calls = tokio::task::JoinSet::new();
+        for group in groups {
+            let store = self.store.clone();
+            calls.spawn(async move { write_batch(&store, group).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = calls.join_next().await {
+            let outcome = done
+                .map_err(|e| CronError::Store(format!("a state-store write task failed: {e}")))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = outcome;
             }
         }
-        Ok(())
+        result
+    }
+}
+
+async fn write_batch(store: &StateStore, group: Vec<Write>) -> Result<(), CronError> {
+    // A batch names each key once: the last write of a key wins.
+    let mut last: std::collections::BTreeMap<String, BatchOp> = Default::default();
+    for write in group {
+        let op = match write {
+            Write::Put(key, value) => BatchOp::put(key, value),
+            Write::Delete(key) => BatchOp::delete(key),
+        };
+        last.insert(op.key().to_string(), op);
+    }
+    match store.batch(last.into_values()).await.map_err(store_error)? {
+        BatchOutcome::Applied(_) => Ok(()),
+        BatchOutcome::Conflict { key, .. } => {
+            Err(CronError::Store(format!("unexpected conflict on {key}")))
+        }
     }
 }
