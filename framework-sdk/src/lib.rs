@@ -53,6 +53,8 @@
 //!
 //! # Layout
 //! - [`scheduler`]: the [`Scheduler`] trait, one async callback per event type.
+//! - [`channel_scheduler`]: [`ChannelScheduler`], a `Scheduler` that hands every
+//!   event to a channel, for frameworks built as an actor.
 //! - [`driver`]: [`SchedulerDriver`]: leader search, subscription, heartbeat
 //!   monitoring, reconnection with backoff, event dispatch, auto-acknowledgement.
 //! - [`handle`]: [`SchedulerHandle`]: the calls (ACCEPT, DECLINE, KILL, ...).
@@ -70,6 +72,7 @@
 //! - `backoff`: the reconnection delays (internal).
 
 mod backoff;
+pub mod channel_scheduler;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -84,6 +87,7 @@ pub mod state_store;
 pub use agora_core::task_state::is_terminal;
 pub use agora_core::{RangeSet, ResourceError, Resources};
 pub use agora_proto as proto;
+pub use channel_scheduler::{ChannelScheduler, DriverEvent};
 pub use config::DriverConfig;
 pub use driver::SchedulerDriver;
 pub use error::{DriverError, LEADER_METADATA_KEY, leader_hint};

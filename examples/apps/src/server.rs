@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agora_sdk::proto as pb;
-use agora_sdk::{DriverConfig, LeaderElection, SchedulerDriver, StateStore};
+use agora_sdk::{
+    ChannelScheduler, DriverConfig, DriverEvent, LeaderElection, SchedulerDriver, StateStore,
+};
 use slog::{Logger, info, warn};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{ApiContext, ApiInfo};
 use crate::config::AppsConfig;
-use crate::controller::scheduler::{AppsScheduler, DriverEvent};
 use crate::controller::{Command, Controller, ControllerHandle, Snapshot};
 use crate::error::AppsError;
 use crate::events::EventBus;
@@ -345,7 +346,7 @@ fn start_driver(
                 return;
             }
         };
-        let mut scheduler = AppsScheduler { events };
+        let mut scheduler = ChannelScheduler { events };
         if let Err(e) = driver.run(&mut scheduler).await {
             warn!(logger, "the scheduler driver stopped"; "error" => %e);
         }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_sdk::DriverEvent;
 use agora_sdk::proto as pb;
 use agora_sdk::{OfferResources, SchedulerHandle};
 use slog::{Logger, debug, info, warn};
@@ -13,7 +14,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::readiness::{self, Ready};
-use super::scheduler::DriverEvent;
 use super::{
     Command, DeploymentRef, DeploymentView, KillOutcome, QueueEntry, RootEdit, Snapshot,
     TaskFailure,

@@ -16,7 +16,6 @@ use crate::state::Instance;
 
 pub mod actor;
 pub mod readiness;
-pub mod scheduler;
 
 pub use actor::Controller;
 

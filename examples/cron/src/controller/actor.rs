@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_sdk::DriverEvent;
 use agora_sdk::proto as pb;
 use agora_sdk::{OfferResources, SchedulerHandle, TaskBuilder};
 use chrono::{DateTime, SecondsFormat, Utc};
 use slog::{Logger, info, warn};
 use tokio::sync::{mpsc, watch};
 
-use super::scheduler::DriverEvent;
 use super::{Command, Snapshot};
 use crate::config::CronConfig;
 use crate::dag;

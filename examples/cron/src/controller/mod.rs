@@ -12,7 +12,6 @@ use crate::model::{JobSpec, ScheduleSpec};
 use crate::state::{History, JobRun};
 
 pub mod actor;
-pub mod scheduler;
 
 pub use actor::Controller;
 

@@ -1,11 +1,11 @@
-//! [`AppsScheduler`]: the SDK `Scheduler` of the apps framework. It decides nothing:
-//! it hands every event to the controller, in order, and returns.
+//! [`ChannelScheduler`]: a `Scheduler` that decides nothing: for frameworks whose logic
+//! runs in a task of its own (an actor), it hands every event to a channel, in order.
 
-use agora_sdk::proto as pb;
-use agora_sdk::{Scheduler, SchedulerHandle};
+use crate::{Scheduler, SchedulerHandle};
+use agora_proto as pb;
 use tokio::sync::mpsc;
 
-/// An event from the master, as the controller receives it.
+/// An event from the master, as the framework's own task receives it.
 pub enum DriverEvent {
     /// (Re)subscribed: calls can be made through `handle`.
     Subscribed {
@@ -19,21 +19,22 @@ pub enum DriverEvent {
     Disconnected,
 }
 
-/// Forwards the driver's callbacks to the controller. The channel is bounded: a
-/// controller that falls behind slows the driver down instead of growing a queue.
-pub struct AppsScheduler {
+/// Forwards the driver's callbacks to `events`. The channel is bounded: a framework
+/// that falls behind slows the driver down instead of growing a queue. Updates are
+/// acknowledged (with `auto_acknowledge`) once they are in the channel.
+pub struct ChannelScheduler {
     pub events: mpsc::Sender<DriverEvent>,
 }
 
-impl AppsScheduler {
+impl ChannelScheduler {
     async fn forward(&self, event: DriverEvent) {
-        // A closed channel means the controller has stopped; the driver is about to
-        // be stopped too, so the event has nowhere to go.
+        // A closed channel means the framework's task has stopped; the driver is
+        // about to be stopped too, so the event has nowhere to go.
         let _ = self.events.send(event).await;
     }
 }
 
-impl Scheduler for AppsScheduler {
+impl Scheduler for ChannelScheduler {
     async fn subscribed(&mut self, driver: &SchedulerHandle, info: pb::event::Subscribed) {
         let framework_id = info.framework_id.map(|id| id.value).unwrap_or_default();
         self.forward(DriverEvent::Subscribed {
