@@ -84,6 +84,9 @@ pub mod offer;
 pub mod scheduler;
 pub mod state_store;
 
+/// Longest timeout, delay or grace period (seconds) the master and agents accept in a
+/// task: frameworks validate their own users' numbers against it.
+pub use agora_core::limits::MAX_TIMEOUT_SECONDS;
 pub use agora_core::task_state::is_terminal;
 pub use agora_core::{RangeSet, ResourceError, Resources};
 pub use agora_proto as proto;

@@ -29,8 +29,13 @@ pub fn spawn(
     incarnation: u32,
     ready: mpsc::Sender<Ready>,
 ) -> JoinHandle<()> {
-    let interval = Duration::from_secs_f64(check.interval_seconds.max(0.1));
-    let timeout = Duration::from_secs_f64(check.timeout_seconds.max(0.1));
+    // Validation keeps both within a year; a definition stored by an older version
+    // may not have been, and must not bring the controller down.
+    let seconds = |value: f64| {
+        Duration::try_from_secs_f64(value.max(0.1)).unwrap_or(Duration::from_secs(86_400))
+    };
+    let interval = seconds(check.interval_seconds);
+    let timeout = seconds(check.timeout_seconds);
     let codes = check.http_status_codes_for_ready.clone();
     tokio::spawn(async move {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

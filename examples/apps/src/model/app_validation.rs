@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use agora_sdk::MAX_TIMEOUT_SECONDS;
+
 use super::app::{HealthCheck, PortMapping, ReadinessCheck, UnreachableStrategy};
 use super::validation::Violations;
 use super::{AppDefinition, PathId, ValidationErrors};
@@ -183,7 +185,7 @@ impl AppDefinition {
             MAX_DELAY_SECONDS,
         );
         if let Some(grace) = self.task_kill_grace_period_seconds {
-            at_least(v, "/taskKillGracePeriodSeconds", grace, 0.0);
+            seconds_in_range(v, "/taskKillGracePeriodSeconds", grace);
         }
         let strategy = &self.upgrade_strategy;
         for (path, value) in [
@@ -349,7 +351,7 @@ impl AppDefinition {
             ("timeoutSeconds", check.timeout_seconds),
             ("delaySeconds", check.delay_seconds),
         ] {
-            at_least(v, &format!("{path}/{field}"), value, 0.0);
+            seconds_in_range(v, &format!("{path}/{field}"), value);
         }
         if check.max_consecutive_failures < 0 {
             v.add(
@@ -386,11 +388,11 @@ impl AppDefinition {
                 ),
             );
         }
-        at_least(
+        seconds_in_range(v, &format!("{path}/timeoutSeconds"), check.timeout_seconds);
+        seconds_in_range(
             v,
-            &format!("{path}/timeoutSeconds"),
-            check.timeout_seconds,
-            0.0,
+            &format!("{path}/intervalSeconds"),
+            check.interval_seconds,
         );
         if let Some(bad) = check
             .http_status_codes_for_ready
@@ -500,6 +502,12 @@ fn at_least(v: &mut Violations, path: &str, value: f64, minimum: f64) {
     if value.is_nan() || value < minimum {
         v.add(path, format!("got {value}, expected {minimum:?} or more"));
     }
+}
+
+/// A number of seconds the agents (health checks, kill grace) and this framework's
+/// timers (readiness checks) can hold: 0 to a year.
+fn seconds_in_range(v: &mut Violations, path: &str, value: f64) {
+    between(v, path, value, 0.0, MAX_TIMEOUT_SECONDS);
 }
 
 fn port_in_range(v: &mut Violations, path: &str, port: i64) {
