@@ -96,6 +96,27 @@ async fn agora_job_adds_runs_lists_shows_and_removes_jobs() {
         "{summary}"
     );
 
+    // A PUT with `schedules` replaces the job's schedules: the ones it leaves out go.
+    let mut replaced = job("cli.nightly", "echo changed", &[]);
+    replaced["schedules"] = json!([{"id": "monthly", "cron": "0 0 1 * *"}]);
+    cron_support::send_json(
+        &cron,
+        "PUT",
+        "/v1/jobs/cli.nightly",
+        Some(&replaced.to_string()),
+    )
+    .await;
+    let schedules = get_json(&cron, "/v1/jobs/cli.nightly/schedules")
+        .await
+        .expect("schedules");
+    let ids: Vec<&str> = schedules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["monthly"], "{schedules}");
+
     // A job with a running run is removed only with --stop-runs.
     job_cli(
         &cron,

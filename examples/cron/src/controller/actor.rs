@@ -23,6 +23,7 @@ use super::{Command, Snapshot};
 use crate::config::CronConfig;
 use crate::dag;
 use crate::error::CronError;
+use crate::model::validate::constraint_pattern;
 use crate::model::{JobSpec, ScheduleSpec};
 use crate::schedule::Schedule;
 use crate::state::store::{
@@ -33,8 +34,9 @@ use crate::state::{History, JobRun, MissedRun, RunStatus, RunTask, Trigger};
 
 /// Longest sleep between two looks at the clock.
 const TICK: Duration = Duration::from_secs(1);
-/// Due instants looked at per schedule and wake-up (the rest are recorded as missed
-/// in one go: an outage of a year on a per-second schedule must not flood memory).
+/// Due instants looked at per schedule and wake-up (a longer stretch is recorded as
+/// missed a chunk at a time: an outage of a year on a per-second schedule must not
+/// flood memory).
 const DUE_LIMIT: usize = 900;
 /// Missed instants remembered per job.
 const MISSED_KEPT: usize = 100;
@@ -457,9 +459,35 @@ impl Controller {
         let now = Utc::now();
         let mut writes = vec![Write::json(job_key(&job.id), &job)?];
         let mut added = Vec::new();
+        let mut removed = Vec::new();
+        if let Some(schedules) = &schedules {
+            // Given schedules replace the job's: the others go.
+            let current = self
+                .schedules
+                .get(&job.id)
+                .into_iter()
+                .flat_map(|s| s.keys());
+            for sid in current {
+                if !schedules.iter().any(|spec| spec.id == *sid) {
+                    writes.push(Write::Delete(schedule_key(&job.id, sid)));
+                    writes.push(Write::Delete(cursor_key(&job.id, sid)));
+                    removed.push(sid.clone());
+                }
+            }
+        }
         for spec in schedules.unwrap_or_default() {
             let mut spec = spec;
             spec.next_run_at = None;
+            let unchanged = self
+                .schedules
+                .get(&job.id)
+                .and_then(|s| s.get(&spec.id))
+                .is_some_and(|live| live.spec == spec);
+            if unchanged {
+                // Keeps its cursor: an instant due right now is not skipped.
+                continue;
+            }
+            // A new or changed schedule starts from now, as in put_schedule.
             writes.push(Write::json(schedule_key(&job.id, &spec.id), &spec)?);
             writes.push(Write::json(
                 cursor_key(&job.id, &spec.id),
@@ -468,6 +496,11 @@ impl Controller {
             added.push(spec);
         }
         self.store.write(writes).await?;
+        if let Some(live) = self.schedules.get_mut(&job.id) {
+            for sid in removed {
+                live.remove(&sid);
+            }
+        }
         for spec in added {
             self.schedules
                 .entry(job.id.clone())
@@ -627,13 +660,22 @@ impl Controller {
             return Err(Self::not_found(job_id));
         }
         let now = Utc::now();
-        let suffix: String = uuid::Uuid::new_v4()
-            .simple()
-            .to_string()
-            .chars()
-            .take(5)
-            .collect();
-        let id = format!("{}{suffix}", now.format("%Y%m%d%H%M%S"));
+        // Metronome's form: the second, then five random letters or digits. Ids of
+        // one second can still meet (a burst asks for thousands), so draw again
+        // until the id is new to the job, recorded or still to be.
+        let taken = |id: &str| {
+            self.runs.get(job_id).is_some_and(|r| r.contains_key(id))
+                || self
+                    .pending_manual
+                    .iter()
+                    .any(|(run, _)| run.job_id == job_id && run.id == id)
+        };
+        let id = loop {
+            let id = format!("{}{}", now.format("%Y%m%d%H%M%S"), random_alphanumeric(5));
+            if !taken(&id) {
+                break id;
+            }
+        };
         Ok(Self::new_run(job_id, id, now, Trigger::Manual))
     }
 
@@ -777,8 +819,11 @@ impl Controller {
             }
             self.note_missed(&plan.job_id, plan.missed);
             for run in plan.replace {
-                self.stopping.insert((plan.job_id.clone(), run.id.clone()));
-                self.kill_run_task(&run).await;
+                // As a stop on request: a run not launched yet ends here, a
+                // launched one is killed and never retried.
+                if let Err(e) = self.stop_run(&plan.job_id, &run.id).await {
+                    warn!(self.logger, "cannot replace a run"; "job" => &plan.job_id, "run" => &run.id, "error" => %e);
+                }
             }
             if let Some(run) = plan.new_run {
                 self.add_run(run);
@@ -804,12 +849,31 @@ impl Controller {
             return Ok(None);
         };
         let spec = &live.spec;
-        let deadline = chrono::Duration::seconds(spec.starting_deadline_seconds.max(0));
+        // Validation bounds the deadline; a record from an older version may be
+        // out of chrono's range, which means "no deadline".
+        let deadline = chrono::TimeDelta::try_seconds(spec.starting_deadline_seconds.max(0))
+            .unwrap_or(chrono::TimeDelta::MAX);
         let mut writes = Vec::new();
         let mut missed = Vec::new();
         let mut new_run = None;
         let mut replace = Vec::new();
-        if spec.enabled {
+        // More instants are due than one wake-up looks at (a long outage): this
+        // chunk holds none of the latest, so none of it runs, and it is recorded
+        // as one stretch rather than hundreds of records pruned right after.
+        let more_due =
+            instants.len() == DUE_LIMIT && parsed.next_after(last).is_some_and(|next| next <= now);
+        if spec.enabled && more_due {
+            missed.push(MissedRun {
+                schedule_id: sid.to_string(),
+                scheduled_at: rfc3339(instants[0]),
+                reason: format!(
+                    "{} instants from {} to {} were due while the framework was not running; at most the latest due instant runs",
+                    instants.len(),
+                    rfc3339(instants[0]),
+                    rfc3339(last)
+                ),
+            });
+        } else if spec.enabled {
             // The latest instant still within the deadline runs (at most one
             // catch-up); every other one is recorded, with why.
             let runnable = instants
@@ -1529,13 +1593,26 @@ fn constraints_match(job: &JobSpec, offer: &pb::Offer) -> bool {
         match c.operator.as_str() {
             "IS" | "EQ" => value.as_deref() == Some(wanted.as_str()),
             "LIKE" | "UNLIKE" => {
-                let matches = regex::Regex::new(&format!("^(?:{wanted})$"))
+                // Validation refused patterns that do not compile.
+                let matches = constraint_pattern(&wanted)
                     .is_ok_and(|re| value.as_deref().is_some_and(|v| re.is_match(v)));
                 (c.operator == "LIKE") == matches
             }
             _ => false,
         }
     })
+}
+
+/// `len` letters and digits drawn from a random UUID (62 symbols each, the bias of
+/// a byte taken modulo 62 is of no matter for an id).
+fn random_alphanumeric(len: usize) -> String {
+    const SYMBOLS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(len)
+        .map(|byte| char::from(SYMBOLS[usize::from(*byte) % SYMBOLS.len()]))
+        .collect()
 }
 
 fn attribute_text(attribute: &pb::Attribute) -> String {

@@ -197,6 +197,12 @@ fn run_rules_name_their_field() {
         (json!({"mem": 31}), "/run/mem"),
         (json!({"disk": -1}), "/run/disk"),
         (json!({"maxLaunchDelay": 0}), "/run/maxLaunchDelay"),
+        // Beyond a year the controller's clock arithmetic would overflow.
+        (json!({"maxLaunchDelay": i64::MAX}), "/run/maxLaunchDelay"),
+        (
+            json!({"placement": {"constraints": [{"attribute": "rack", "operator": "LIKE", "value": "r(1"}]}}),
+            "/run/placement/constraints(0)/value",
+        ),
         (json!({"cmd": " "}), "/run/cmd"),
         (json!({"args": ["x"]}), "/run/args"),
         (json!({"user": ""}), "/run/user"),
@@ -232,6 +238,10 @@ fn run_rules_name_their_field() {
         ),
         (
             json!({"restart": {"policy": "ON_FAILURE", "activeDeadlineSeconds": -1}}),
+            "/run/restart/activeDeadlineSeconds",
+        ),
+        (
+            json!({"restart": {"policy": "ON_FAILURE", "activeDeadlineSeconds": i64::MAX}}),
             "/run/restart/activeDeadlineSeconds",
         ),
     ];
@@ -306,6 +316,10 @@ fn schedule_rules_name_their_field() {
         ),
         (
             json!({"id": "s", "cron": "* * * * *", "startingDeadlineSeconds": 0}),
+            "/startingDeadlineSeconds",
+        ),
+        (
+            json!({"id": "s", "cron": "* * * * *", "startingDeadlineSeconds": 9_223_372_036_854_775_807_i64}),
             "/startingDeadlineSeconds",
         ),
         (

@@ -32,6 +32,9 @@ pub const CONCURRENCY_POLICIES: &[&str] = &["ALLOW", "FORBID", "REPLACE"];
 pub const MIN_CPUS: f64 = 0.01;
 pub const MIN_MEM: f64 = 32.0;
 pub const MIN_STARTING_DEADLINE_SECONDS: i64 = 1;
+/// Longest deadline or delay in seconds (a year, as the agents' timeouts): larger
+/// numbers would overflow the controller's clock arithmetic.
+pub const MAX_SECONDS: i64 = agora_sdk::MAX_TIMEOUT_SECONDS as i64;
 
 /// Violations collected so far, the errors of one path merged (as play-json does).
 #[derive(Debug, Default)]
@@ -139,12 +142,12 @@ impl JobSpec {
         at_least(violations, "/run/cpus".into(), run.cpus, MIN_CPUS);
         at_least(violations, "/run/mem".into(), run.mem, MIN_MEM);
         at_least(violations, "/run/disk".into(), run.disk, 0.0);
-        if run.max_launch_delay < 1 {
-            violations.add(
-                "/run/maxLaunchDelay",
-                format!("got {}, expected 1 or more", run.max_launch_delay),
-            );
-        }
+        seconds_between(
+            violations,
+            "/run/maxLaunchDelay".into(),
+            run.max_launch_delay,
+            1,
+        );
         let has_args = run.args.as_ref().is_some_and(|args| !args.is_empty());
         if let Some(cmd) = &run.cmd {
             not_empty(violations, "/run/cmd".into(), cmd);
@@ -179,11 +182,20 @@ impl JobSpec {
                     &constraint.operator,
                     OPERATORS,
                 );
-                if constraint.value.as_deref().is_none_or(str::is_empty) {
-                    violations.add(
+                match constraint.value.as_deref() {
+                    None | Some("") => violations.add(
                         format!("{path}/value"),
                         format!("operator {} needs a value", constraint.operator),
-                    );
+                    ),
+                    Some(pattern) if matches!(constraint.operator.as_str(), "LIKE" | "UNLIKE") => {
+                        if let Err(error) = constraint_pattern(pattern) {
+                            violations.add(
+                                format!("{path}/value"),
+                                format!("is not a regular expression: {error}"),
+                            );
+                        }
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -220,12 +232,12 @@ impl JobSpec {
             &run.restart.policy,
             RESTART_POLICIES,
         );
-        if let Some(deadline) = run.restart.active_deadline_seconds
-            && deadline < 0
-        {
-            violations.add(
-                "/run/restart/activeDeadlineSeconds",
-                format!("got {deadline}, expected 0 or more"),
+        if let Some(deadline) = run.restart.active_deadline_seconds {
+            seconds_between(
+                violations,
+                "/run/restart/activeDeadlineSeconds".into(),
+                deadline,
+                0,
             );
         }
         let mut seen = BTreeSet::new();
@@ -268,15 +280,12 @@ impl ScheduleSpec {
                 }
             }
         }
-        if self.starting_deadline_seconds < MIN_STARTING_DEADLINE_SECONDS {
-            violations.add(
-                format!("{prefix}/startingDeadlineSeconds"),
-                format!(
-                    "got {}, expected {MIN_STARTING_DEADLINE_SECONDS} or more",
-                    self.starting_deadline_seconds
-                ),
-            );
-        }
+        seconds_between(
+            violations,
+            format!("{prefix}/startingDeadlineSeconds"),
+            self.starting_deadline_seconds,
+            MIN_STARTING_DEADLINE_SECONDS,
+        );
         one_of(
             violations,
             format!("{prefix}/concurrencyPolicy"),
@@ -285,4 +294,20 @@ impl ScheduleSpec {
             CONCURRENCY_POLICIES,
         );
     }
+}
+
+/// A whole number of seconds in `[minimum, MAX_SECONDS]`.
+fn seconds_between(violations: &mut Violations, path: String, value: i64, minimum: i64) {
+    if !(minimum..=MAX_SECONDS).contains(&value) {
+        violations.add(
+            path,
+            format!("got {value}, expected between {minimum} and {MAX_SECONDS}"),
+        );
+    }
+}
+
+/// The regular expression a LIKE or UNLIKE constraint's value stands for: Marathon's
+/// and Metronome's, matched against the whole attribute.
+pub(crate) fn constraint_pattern(value: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{value})$"))
 }
