@@ -325,6 +325,21 @@ pub fn assert_every_instant_once(
     seen.keys().copied().collect()
 }
 
+/// Whether an instant (seconds since the epoch) may be recorded as missed because it
+/// came due during an outage that began at `outage_start`: the instants due while
+/// nothing could start a run are coalesced into one catch-up run (at most one per
+/// outage), so only those before the first successful run after the outage may be.
+pub fn coalesced_in_outage(history: &Value, outage_start: f64) -> impl Fn(i64) -> bool {
+    let caught_up = instants(history)
+        .into_iter()
+        .filter(|(at, what)| *what == "SUCCESS" && *at as f64 > outage_start)
+        .map(|(at, _)| at)
+        .min()
+        .unwrap_or(i64::MIN);
+    // The instant before the outage may have come due unhandled just before it.
+    move |at| (at as f64) >= outage_start - 2.0 && at < caught_up
+}
+
 /// Waits until job `id`'s history holds `count` instants due after `after` (seconds
 /// since the epoch).
 pub async fn wait_instants_after(cron: &str, id: &str, after: f64, count: usize) {
