@@ -99,11 +99,21 @@ async fn a_killed_apps_process_comes_back_to_the_same_apps_and_instances() {
     app_cli(&apps, &["deploy", "-"], Some(&app("/steady", 3, false))).await;
     let before = ids(&wait_tasks(&apps, "/steady", 3, |_| true).await);
     assert_eq!(master_running(&master, "steady.").await.unwrap(), before);
+    // An app that fails at once: its first failure delays it 1 s, its second
+    // 100 s (factor 100), and the third would be an hour.
+    let crashing = serde_json::json!({
+        "id": "/crashing", "cmd": "exit 1", "cpus": 0.05, "mem": 16, "instances": 1,
+        "backoffSeconds": 1, "backoffFactor": 100, "maxLaunchDelaySeconds": 3600,
+    });
+    app_cli(&apps, &["deploy", "-"], Some(&crashing.to_string())).await;
+    let delay = wait_backoff(&apps, "/crashing").await;
+    assert!(delay <= 100, "two failures, not three: {delay}");
+    assert_eq!(master_tasks(&master, "crashing.").await, 2);
 
     kill(first, "the first apps process").await;
     let (second, apps) = start_apps(&master).await;
     // The new process leads once the killed one's lease lapsed, with the same apps.
-    let listed = poll("the restarted apps process to list /steady", || async {
+    let listed = poll("the restarted apps process to list its apps", || async {
         let body = get_json(&apps, "/v2/apps").await?;
         let ids: Vec<String> = body["apps"]
             .as_array()
@@ -118,9 +128,15 @@ async fn a_killed_apps_process_comes_back_to_the_same_apps_and_instances() {
         }
     })
     .await;
-    assert_eq!(listed, vec!["/steady".to_string()]);
+    assert_eq!(listed, ["/crashing", "/steady"]);
     let after = ids(&wait_tasks(&apps, "/steady", 3, |_| true).await);
     assert_eq!(after, before, "the same instances, none launched again");
+    // The backoff was kept: still delayed by what is left of the 100 s, neither
+    // restarted at 1 s (a third launch) nor grown by counting the last failure,
+    // which reconciliation reports again, a second time (an hour).
+    let delay = wait_backoff(&apps, "/crashing").await;
+    assert!(delay <= 100, "the last failure counted once: {delay}");
+    assert_eq!(master_tasks(&master, "crashing.").await, 2);
 
     // Still no duplicate once it acts: scaling adds exactly one task.
     app_cli(&apps, &["scale", "/steady", "4"], None).await;
@@ -131,6 +147,36 @@ async fn a_killed_apps_process_comes_back_to_the_same_apps_and_instances() {
     stop(second, "agora apps").await;
     stop(dev.child, "agora dev").await;
     kill_executor_sessions(dir.path());
+}
+
+/// Waits until `/v2/queue` shows `app` delayed by more than 50 s of backoff;
+/// returns the seconds left.
+async fn wait_backoff(apps: &str, app: &str) -> i64 {
+    poll(&format!("{app} to be delayed in /v2/queue"), || async {
+        let queue = get_json(apps, "/v2/queue").await?;
+        queue["queue"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["app"]["id"] == app)
+            .filter_map(|entry| entry["delay"]["timeLeftSeconds"].as_i64())
+            .find(|left| *left > 50)
+            .ok_or_else(|| queue.to_string())
+    })
+    .await
+}
+
+/// How many tasks (live or completed) whose id starts with `prefix` the master knows.
+async fn master_tasks(master: &str, prefix: &str) -> usize {
+    let state = get_json(master, "/api/v1/state")
+        .await
+        .expect("the master's state");
+    ["tasks", "completed_tasks"]
+        .iter()
+        .flat_map(|list| state[*list].as_array().into_iter().flatten())
+        .filter_map(|t| t["task_id"]["value"].as_str())
+        .filter(|id| id.starts_with(prefix))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! leads. One input at a time — an API command, a driver event, a tick — then the
 //! same reaction: drive deployments, converge idle apps, launch or decline, publish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +26,8 @@ use crate::model::app::{UnreachableStrategy, VersionInfo};
 use crate::model::{AppDefinition, PathId, RootGroup, Timestamp};
 use crate::placement::{self, AgentOffer, Demand, Location, Placed, PlacementLimits};
 use crate::state::store::{
-    AppsStore, FRAMEWORK_ID_KEY, LoadedState, StoredDeployment, Write, app_key, deployment_key,
-    group_key, instance_key, version_key,
+    AppsStore, COUNTED_TASKS_KEPT, FRAMEWORK_ID_KEY, LoadedState, StoredBackoff, StoredDeployment,
+    Write, app_key, backoff_key, deployment_key, group_key, instance_key, version_key,
 };
 use crate::state::{Goal, Instance};
 
@@ -68,6 +68,63 @@ struct Backoff {
     last_failure: Instant,
     /// Whether the end of the delay has been acted on (offers asked for again).
     announced: bool,
+    /// The tasks whose end was counted most recently, newest last (see
+    /// [`StoredBackoff::counted_tasks`]).
+    counted_tasks: VecDeque<String>,
+}
+
+/// A quiet spell after which an app's backoff is forgotten.
+const BACKOFF_FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
+
+/// A delay of `seconds` (an app's figure, or a product of them), within
+/// [`MAX_BACKOFF`].
+fn backoff_delay(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0))
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
+}
+
+impl Backoff {
+    /// The stored form, in wall-clock time (`now` and `wall_now` are one moment).
+    fn to_stored(&self, now: Instant, wall_now: Timestamp) -> StoredBackoff {
+        let ahead = self.not_before.saturating_duration_since(now);
+        let ago = now.saturating_duration_since(self.last_failure);
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        StoredBackoff {
+            next_delay_seconds: self.next_delay.as_secs_f64(),
+            not_before: Timestamp::from_millis(wall_now.millis().saturating_add(millis(ahead))),
+            last_failure: Timestamp::from_millis(wall_now.millis().saturating_sub(millis(ago))),
+            counted_tasks: self.counted_tasks.iter().cloned().collect(),
+        }
+    }
+
+    /// A stored backoff read against this process's clocks. Whatever the record
+    /// holds (it may come from a corrupt entry or a skewed clock), the delays stay
+    /// within [`MAX_BACKOFF`].
+    fn from_stored(stored: &StoredBackoff, now: Instant, wall_now: Timestamp) -> Backoff {
+        let millis = |m: i64| Duration::from_millis(u64::try_from(m).unwrap_or(0));
+        let ahead = millis(stored.not_before.millis().saturating_sub(wall_now.millis()));
+        let ago = millis(
+            wall_now
+                .millis()
+                .saturating_sub(stored.last_failure.millis()),
+        )
+        .min(BACKOFF_FORGOTTEN_AFTER);
+        Backoff {
+            next_delay: backoff_delay(stored.next_delay_seconds),
+            not_before: now + ahead.min(MAX_BACKOFF),
+            last_failure: now.checked_sub(ago).unwrap_or(now),
+            announced: false,
+            counted_tasks: stored
+                .counted_tasks
+                .iter()
+                .rev()
+                .take(COUNTED_TASKS_KEPT)
+                .rev()
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// A deployment being run.
@@ -229,7 +286,14 @@ impl Controller {
             instances,
             by_app,
             deployments,
-            backoff: HashMap::new(),
+            backoff: {
+                let (now, wall_now) = (Instant::now(), Timestamp::now());
+                loaded
+                    .backoff
+                    .iter()
+                    .map(|(app, stored)| (app.clone(), Backoff::from_stored(stored, now, wall_now)))
+                    .collect()
+            },
             queue: HashMap::new(),
             last_failure: BTreeMap::new(),
             framework_id: loaded.framework_id,
@@ -465,8 +529,22 @@ impl Controller {
                 }));
             }
             Command::ResetDelay { app, reply } => {
-                let result = if self.root.apps.contains_key(&app) {
-                    self.backoff.remove(&app);
+                let result = if let Some(definition) = self.root.apps.get(&app) {
+                    // Launches may start at once, and the next failure delays them
+                    // from the initial backoff again; the record stays, so the tasks
+                    // already counted are not counted again by a new leader.
+                    let initial = backoff_delay(definition.backoff_seconds);
+                    let (now, wall_now) = (Instant::now(), Timestamp::now());
+                    if let Some(backoff) = self.backoff.get_mut(&app) {
+                        backoff.not_before = now;
+                        backoff.next_delay = initial;
+                        backoff.announced = false;
+                        let record =
+                            Write::json(backoff_key(&app), &backoff.to_stored(now, wall_now));
+                        if let Err(e) = async { self.store.write(vec![record?]).await }.await {
+                            warn!(self.logger, "cannot record a reset backoff"; "app" => %app, "error" => %e);
+                        }
+                    }
                     self.revive_needed = true;
                     Ok(())
                 } else {
@@ -654,6 +732,12 @@ impl Controller {
             writes.push(Write::Delete(deployment_key(
                 &self.deployments[i].stored.id,
             )));
+        }
+        // A new definition (or none) starts without the old one's backoff.
+        for id in self.backoff.keys() {
+            if affected.contains(id) || !target.apps.contains_key(id) {
+                writes.push(Write::Delete(backoff_key(id)));
+            }
         }
         self.store.write(writes).await?;
         // Applied: change the state in memory.
@@ -1007,7 +1091,7 @@ impl Controller {
             pb::TaskState::TaskFailed | pb::TaskState::TaskFinished | pb::TaskState::TaskError
         ) || unhealthy_kill
         {
-            self.note_failure(&app_id);
+            self.note_failure(&app_id, &task_id).await;
         }
         self.revive_needed = true;
         let daemon = self.root.apps.get(&app_id).is_some_and(|a| a.is_daemon());
@@ -1018,20 +1102,29 @@ impl Controller {
         }
     }
 
-    fn note_failure(&mut self, app_id: &PathId) {
+    /// Delays the app's next launch, and records the delay so the next leader
+    /// keeps it.
+    async fn note_failure(&mut self, app_id: &PathId, task_id: &str) {
         let Some(app) = self.root.apps.get(app_id) else {
             return;
         };
+        if self
+            .backoff
+            .get(app_id)
+            .is_some_and(|b| b.counted_tasks.iter().any(|t| t == task_id))
+        {
+            // Its end again, as reconciliation tells a new leader: counted already.
+            return;
+        }
         let now = Instant::now();
-        let seconds =
-            |value: f64| Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(MAX_BACKOFF);
-        let initial = seconds(app.backoff_seconds).min(MAX_BACKOFF);
-        let max = seconds(app.max_launch_delay_seconds).min(MAX_BACKOFF);
+        let initial = backoff_delay(app.backoff_seconds);
+        let max = backoff_delay(app.max_launch_delay_seconds);
         let backoff = self.backoff.entry(app_id.clone()).or_insert(Backoff {
             next_delay: initial,
             not_before: now,
             last_failure: now,
             announced: false,
+            counted_tasks: VecDeque::new(),
         });
         // A quiet spell longer than the delay plus the maximum forgets the backoff.
         if now.saturating_duration_since(backoff.last_failure) > backoff.next_delay + max {
@@ -1042,8 +1135,18 @@ impl Controller {
             .unwrap_or(now + MAX_BACKOFF);
         backoff.last_failure = now;
         backoff.announced = false;
+        backoff.counted_tasks.push_back(task_id.to_string());
+        if backoff.counted_tasks.len() > COUNTED_TASKS_KEPT {
+            backoff.counted_tasks.pop_front();
+        }
         let grown = backoff.next_delay.as_secs_f64() * app.backoff_factor.max(1.0);
-        backoff.next_delay = seconds(grown).min(max);
+        backoff.next_delay = backoff_delay(grown).min(max);
+        let stored = backoff.to_stored(now, Timestamp::now());
+        let record = Write::json(backoff_key(app_id), &stored);
+        if let Err(e) = async { self.store.write(vec![record?]).await }.await {
+            // Kept in memory all the same: only a new leader would launch early.
+            warn!(self.logger, "cannot record a backoff"; "app" => %app_id, "error" => %e);
+        }
     }
 
     async fn on_tick(&mut self) {
@@ -1101,6 +1204,7 @@ impl Controller {
         // A backoff that ran out lets its app's instances launch: ask for offers.
         let now_instant = Instant::now();
         let pending = self.pending_counts();
+        let mut forgotten = Vec::new();
         self.backoff.retain(|app, backoff| {
             let expired = backoff.not_before <= now_instant;
             if expired && !backoff.announced {
@@ -1110,8 +1214,16 @@ impl Controller {
                 }
             }
             // Keep the delay until a quiet spell has passed.
-            now_instant.saturating_duration_since(backoff.last_failure) < Duration::from_secs(3600)
+            let keep = now_instant.saturating_duration_since(backoff.last_failure)
+                < BACKOFF_FORGOTTEN_AFTER;
+            if !keep {
+                forgotten.push(Write::Delete(backoff_key(app)));
+            }
+            keep
         });
+        if let Err(e) = self.store.write(forgotten).await {
+            warn!(self.logger, "cannot forget backoffs in the store"; "error" => %e);
+        }
         // Unreachable instances: replaced after inactiveAfterSeconds, forgotten after
         // expungeAfterSeconds.
         let now = Timestamp::now();

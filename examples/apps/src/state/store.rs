@@ -14,6 +14,9 @@
 //!   reconciliation tells them again after a restart).
 //! - `deployments/<id>` — every running deployment: its steps and, for a rollback,
 //!   the definitions it replaced.
+//! - `backoff<app id>` — an app's launch backoff after failures (next delay, no
+//!   launch before, last failure; wall-clock times), so a crash-looping app stays
+//!   delayed across a restart or a failover.
 //!
 //! Writes go out in batches; every value is JSON.
 
@@ -32,6 +35,7 @@ const GROUPS_PREFIX: &str = "groups";
 const VERSIONS_PREFIX: &str = "versions";
 const INSTANCES_PREFIX: &str = "instances/";
 const DEPLOYMENTS_PREFIX: &str = "deployments/";
+const BACKOFF_PREFIX: &str = "backoff";
 
 /// Writes sent as one batch (the masters take at most 1,000 operations per batch).
 const WRITES_PER_CALL: usize = 1000;
@@ -55,6 +59,31 @@ pub fn instance_key(instance_id: &str) -> String {
 pub fn deployment_key(id: &str) -> String {
     format!("{DEPLOYMENTS_PREFIX}{id}")
 }
+
+pub fn backoff_key(id: &PathId) -> String {
+    format!("{BACKOFF_PREFIX}{id}")
+}
+
+/// An app's launch backoff as stored: in wall-clock time, which the next leader
+/// (another process, perhaps another machine) reads against its own clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredBackoff {
+    /// The delay the next failure imposes.
+    pub next_delay_seconds: f64,
+    /// No launch of the app before this instant.
+    pub not_before: Timestamp,
+    /// When the last failure happened.
+    pub last_failure: Timestamp,
+    /// The tasks whose end was counted most recently (at most
+    /// [`COUNTED_TASKS_KEPT`], newest last): the master reports their end again to
+    /// the next leader, which must not count it twice.
+    #[serde(default)]
+    pub counted_tasks: Vec<String>,
+}
+
+/// Task ids a [`StoredBackoff`] remembers as counted.
+pub const COUNTED_TASKS_KEPT: usize = 16;
 
 /// A running deployment as stored: enough to resume it, show it, and roll it back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,6 +126,7 @@ pub struct LoadedState {
     pub versions: BTreeMap<PathId, Vec<Timestamp>>,
     pub instances: Vec<Instance>,
     pub deployments: Vec<StoredDeployment>,
+    pub backoff: BTreeMap<PathId, StoredBackoff>,
     /// Entries that could not be read (corrupt or from an incompatible version),
     /// with why: logged and skipped rather than refusing to start.
     pub unreadable: Vec<(String, String)>,
@@ -199,6 +229,22 @@ impl AppsStore {
             match serde_json::from_slice::<StoredDeployment>(&entry.value) {
                 Ok(deployment) => state.deployments.push(deployment),
                 Err(e) => state.unreadable.push((entry.key, e.to_string())),
+            }
+        }
+        for entry in self.store.list(BACKOFF_PREFIX).await.map_err(store_error)? {
+            let Some(app) = entry.key.strip_prefix(BACKOFF_PREFIX) else {
+                continue;
+            };
+            let parsed = PathId::parse(app).and_then(|app| {
+                serde_json::from_slice::<StoredBackoff>(&entry.value)
+                    .map(|backoff| (app, backoff))
+                    .map_err(|e| e.to_string())
+            });
+            match parsed {
+                Ok((app, backoff)) => {
+                    state.backoff.insert(app, backoff);
+                }
+                Err(e) => state.unreadable.push((entry.key, e)),
             }
         }
         state.deployments.sort_by_key(|d| d.version);
