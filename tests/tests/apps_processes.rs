@@ -69,9 +69,41 @@ async fn apps_follow_agents_as_they_come_and_go() {
     app_cli(&apps, &["deploy", "-"], Some(&app("/mover", 2, false))).await;
     let placed = wait_tasks(&apps, "/mover", 2, |_| true).await;
     let lost = hosts(&placed)[0].clone();
+    // An app kept on that agent for an hour after it becomes unreachable.
+    let patient = serde_json::json!({
+        "id": "/patient", "cmd": "sleep 1000", "cpus": 0.05, "mem": 16, "instances": 1,
+        "constraints": [["hostname", "IS", lost]],
+        "unreachableStrategy": {"inactiveAfterSeconds": 3600, "expungeAfterSeconds": 3600},
+    });
+    app_cli(&apps, &["deploy", "-"], Some(&patient.to_string())).await;
+    wait_tasks(&apps, "/patient", 1, |_| true).await;
     let victim = agents.remove(lost.as_str()).expect("one of our agents");
     kill(victim, &lost).await;
     let moved = wait_tasks(&apps, "/mover", 2, |h| !h.contains(&lost)).await;
+    // Deleting it while its only instance is unreachable finishes: the kill that can
+    // never be confirmed does not hold the deployment.
+    poll("/patient's instance to be unreachable", || async {
+        let tasks = get_json(&apps, "/v2/apps/patient/tasks").await?;
+        match tasks["tasks"][0]["state"].as_str() {
+            Some("TASK_UNREACHABLE") => Ok(()),
+            _ => Err(tasks.to_string()),
+        }
+    })
+    .await;
+    app_cli(&apps, &["rm", "/patient"], None).await;
+    poll("the deletion of /patient to finish", || async {
+        let deployments = get_json(&apps, "/v2/deployments").await?;
+        let apps_listed = get_json(&apps, "/v2/apps").await?;
+        let gone = apps_listed["apps"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|app| app["id"] != "/patient"));
+        if deployments.as_array().is_some_and(Vec::is_empty) && gone {
+            Ok(())
+        } else {
+            Err(format!("{deployments} {apps_listed}"))
+        }
+    })
+    .await;
     let kept = placed.iter().filter(|t| t["host"] != lost.as_str());
     for task in kept {
         assert!(

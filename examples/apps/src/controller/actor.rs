@@ -1233,7 +1233,16 @@ impl Controller {
             let Some(since) = instance.unreachable_since else {
                 continue;
             };
-            let Some(app) = self.root.apps.get(&instance.app_id) else {
+            let app = self.root.apps.get(&instance.app_id);
+            if instance.goal == Goal::Decommissioned || app.is_none() {
+                // Killed (scaled down, replaced, its app deleted) while its agent is
+                // away: the kill cannot be confirmed, and waiting for it would hold
+                // its deployment for ever. Forgotten now; should the agent come
+                // back, its task is of no instance and gets killed then.
+                expunge.push(instance.instance_id.clone());
+                continue;
+            }
+            let Some(app) = app else {
                 continue;
             };
             let UnreachableStrategy::Enabled {
