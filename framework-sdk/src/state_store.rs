@@ -749,6 +749,68 @@ impl StateStore {
             .map(BatchOutcome::Applied)
     }
 
+    /// Applies many unconditional puts and deletes, more than one batch may hold:
+    /// each key once (the last op of a key wins, as if they applied one after the
+    /// other), in atomic batches within the batch limits, all sent at once. The
+    /// whole is not atomic: after an error some batches may have applied; every op
+    /// is idempotent, so writing them all again is safe. A compare-and-set or
+    /// compare-and-delete is refused ([`StateStoreError::Invalid`]): use
+    /// [`StateStore::batch`].
+    pub async fn write_all(
+        &self,
+        ops: impl IntoIterator<Item = BatchOp>,
+    ) -> Result<(), StateStoreError> {
+        let mut last: std::collections::BTreeMap<String, BatchOp> = Default::default();
+        for op in ops {
+            if op.is_conditional() {
+                return Err(StateStoreError::Invalid(format!(
+                    "write_all takes puts and deletes only; {} is conditional",
+                    op.key()
+                )));
+            }
+            last.insert(op.key().to_string(), op);
+        }
+        let mut batches: Vec<Vec<BatchOp>> = Vec::new();
+        let mut bytes = 0;
+        for op in last.into_values() {
+            let size = op.size();
+            let full = batches.last().is_none_or(|batch| {
+                batch.len() == limits::MAX_STORE_BATCH_OPS
+                    || bytes + size > limits::MAX_STORE_BATCH_BYTES
+            });
+            if full {
+                batches.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(batch) = batches.last_mut() {
+                batch.push(op);
+            }
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for batch in batches {
+            let store = self.clone();
+            calls.spawn(async move { store.batch(batch).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = calls.join_next().await {
+            let outcome = match done {
+                Ok(Ok(BatchOutcome::Applied(_))) => Ok(()),
+                Ok(Ok(BatchOutcome::Conflict { key, .. })) => Err(StateStoreError::Protocol(
+                    format!("a batch of unconditional writes conflicted on {key}"),
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(StateStoreError::Protocol(format!(
+                    "a state-store write task failed: {e}"
+                ))),
+            };
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+
     /// Every entry whose key starts with `prefix`, in key order. Large results are
     /// fetched page by page; each page is consistent, the whole list need not be (a
     /// write between two pages shows in the later one only).

@@ -3,7 +3,8 @@
 //!
 //! - Batches: an app record and its instance records in one write, at one version;
 //!   a stale compare-and-set applies nothing and is named; thousands of records in a
-//!   few writes; a malformed batch is refused with the field that is wrong.
+//!   few writes (by hand, or split by `write_all`, the last write of a key winning);
+//!   a malformed batch is refused with the field that is wrong.
 //! - Fences: a leader's fenced writes apply while it holds its lease, and are refused
 //!   once another instance took the lease over.
 
@@ -106,6 +107,40 @@ async fn thousands_of_records_take_a_few_batches() {
     let all = store.list("instance/").await.expect("a list");
     assert_eq!(all.len(), 5 * max);
     assert_eq!(all[4321].key, "instance/04321");
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_all_splits_many_writes_into_batches_and_the_last_write_of_a_key_wins() {
+    let (master, _dir, store) = start("cron").await;
+    let max = agora_core::limits::MAX_STORE_BATCH_OPS;
+    store
+        .put("old/0", b"x".to_vec())
+        .await
+        .expect("a first key");
+    // 2.5 batches' worth, with a key written first and last, and one put then
+    // deleted: were they split as given, the batches (sent at once) could apply the
+    // two writes of a key in either order.
+    let mut ops = vec![BatchOp::put("run/00000", b"first".to_vec())];
+    ops.extend((0..max * 5 / 2).map(|n| BatchOp::put(format!("run/{n:05}"), b"x".to_vec())));
+    ops.push(BatchOp::put("run/00000", b"last".to_vec()));
+    ops.push(BatchOp::delete("run/00001"));
+    ops.push(BatchOp::delete("old/0"));
+    store.write_all(ops).await.expect("every write applied");
+    let runs = store.list("run/").await.expect("a list");
+    assert_eq!(runs.len(), max * 5 / 2 - 1);
+    assert_eq!(runs[0].value, b"last");
+    assert_eq!(runs[1].key, "run/00002");
+    assert_eq!(store.list("old/").await.unwrap(), Vec::new());
+    // Conditional writes belong in one batch, not in write_all.
+    let refused = store
+        .write_all([BatchOp::compare_and_set("run/00000", 1, b"y".to_vec())])
+        .await
+        .expect_err("a conditional write");
+    assert!(
+        matches!(refused, StateStoreError::Invalid(_)),
+        "{refused:?}"
+    );
     master.shutdown().await;
 }
 

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use agora_sdk::{BatchOp, BatchOutcome, StateStore};
+use agora_sdk::{BatchOp, StateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AppsError;
@@ -36,9 +36,6 @@ const VERSIONS_PREFIX: &str = "versions";
 const INSTANCES_PREFIX: &str = "instances/";
 const DEPLOYMENTS_PREFIX: &str = "deployments/";
 const BACKOFF_PREFIX: &str = "backoff";
-
-/// Writes sent as one batch (the masters take at most 1,000 operations per batch).
-const WRITES_PER_CALL: usize = 1000;
 
 pub fn app_key(id: &PathId) -> String {
     format!("{APPS_PREFIX}{id}")
@@ -109,6 +106,13 @@ pub enum Write {
 }
 
 impl Write {
+    fn into_op(self) -> BatchOp {
+        match self {
+            Write::Put(key, value) => BatchOp::put(key, value),
+            Write::Delete(key) => BatchOp::delete(key),
+        }
+    }
+
     /// A put of `value` as JSON.
     pub fn json(key: String, value: &impl Serialize) -> Result<Write, AppsError> {
         match serde_json::to_vec(value) {
@@ -271,49 +275,14 @@ impl AppsStore {
             .map_err(|e| AppsError::Store(format!("version {version} of {app} is unreadable: {e}")))
     }
 
-    /// Applies `writes`: each run of up to `WRITES_PER_CALL` is one atomic batch
-    /// (all or nothing); several batches are in flight at once. With a fenced store,
-    /// nothing is written once this instance no longer holds the leadership.
+    /// Applies `writes` (the last write of a key wins): up to 1,000 of them in
+    /// one atomic batch (all or nothing), more in several batches at once. With a
+    /// fenced store, nothing is written once this instance no longer holds the
+    /// leadership.
     pub async fn write(&self, writes: Vec<Write>) -> Result<(), AppsError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut calls = tokio::task::JoinSet::new();
-        let mut writes = writes.into_iter().peekable();
-        while writes.peek().is_some() {
-            let chunk: Vec<Write> = writes.by_ref().take(WRITES_PER_CALL).collect();
-            let store = self.store.clone();
-            calls.spawn(async move { write_chunk(&store, chunk).await });
-        }
-        let mut result = Ok(());
-        while let Some(done) = calls.join_next().await {
-            let outcome = done
-                .map_err(|e| AppsError::Store(format!("a state-store write task failed: {e}")))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
-    }
-}
-
-async fn write_chunk(store: &StateStore, chunk: Vec<Write>) -> Result<(), AppsError> {
-    // A batch names each key once: the last write of a key wins, as it would have
-    // applied one after the other.
-    let mut last: BTreeMap<String, BatchOp> = BTreeMap::new();
-    for write in chunk {
-        let op = match write {
-            Write::Put(key, value) => BatchOp::put(key, value),
-            Write::Delete(key) => BatchOp::delete(key),
-        };
-        last.insert(op.key().to_string(), op);
-    }
-    match store.batch(last.into_values()).await.map_err(store_error)? {
-        BatchOutcome::Applied(_) => Ok(()),
-        // Only puts and deletes: nothing can conflict.
-        BatchOutcome::Conflict { key, .. } => {
-            Err(AppsError::Store(format!("unexpected conflict on {key}")))
-        }
+        self.store
+            .write_all(writes.into_iter().map(Write::into_op))
+            .await
+            .map_err(store_error)
     }
 }

@@ -274,8 +274,12 @@ impl Controller {
         self.fire_due().await;
         self.offer_interest().await;
         let writes = std::mem::take(&mut self.pending_writes);
-        if let Err(e) = self.store.write(writes).await {
-            warn!(self.logger, "cannot record run states"; "error" => %e);
+        if let Err(e) = self.store.write(writes.clone()).await {
+            // Kept, ahead of anything newer, for the next reaction: a run's outcome
+            // must not live in memory only. Writing them again is harmless; once
+            // this instance no longer leads, the controller stops.
+            warn!(self.logger, "cannot record run states; trying again"; "error" => %e, "writes" => writes.len());
+            self.pending_writes.splice(0..0, writes);
         }
         // A command's answer waits for a snapshot that shows its effect; otherwise
         // (a storm of task updates) the snapshot is rebuilt at most every
@@ -786,7 +790,8 @@ impl Controller {
                 .flat_map(|p| p.writes.iter().cloned())
                 .collect();
             let store = self.store.clone();
-            calls.spawn(async move { (index, store.write_groups(vec![writes]).await) });
+            // At most BATCH_OPS writes: one atomic batch.
+            calls.spawn(async move { (index, store.write(writes).await) });
         }
         let mut written = vec![false; batches.len()];
         while let Some(done) = calls.join_next().await {

@@ -12,7 +12,7 @@
 //! - `stats/<job>` — success and failure counters and instants;
 //! - `missed/<job>/<schedule>/<instant ms>` — due instants that did not run, why.
 
-use agora_sdk::{BatchOp, BatchOutcome, StateStore};
+use agora_sdk::{BatchOp, StateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CronError;
@@ -20,8 +20,6 @@ use crate::model::{JobSpec, ScheduleSpec};
 use crate::state::run::{JobRun, MissedRun};
 
 pub const FRAMEWORK_ID_KEY: &str = "framework-id";
-/// Writes sent as one batch (the masters take at most 1,000 operations per batch).
-const WRITES_PER_CALL: usize = 1000;
 
 pub fn job_key(job: &str) -> String {
     format!("jobs/{job}")
@@ -65,6 +63,13 @@ pub enum Write {
 }
 
 impl Write {
+    fn into_op(self) -> BatchOp {
+        match self {
+            Write::Put(key, value) => BatchOp::put(key, value),
+            Write::Delete(key) => BatchOp::delete(key),
+        }
+    }
+
     pub fn json(key: String, value: &impl Serialize) -> Result<Write, CronError> {
         match serde_json::to_vec(value) {
             Ok(bytes) => Ok(Write::Put(key, bytes)),
@@ -160,52 +165,13 @@ impl CronStore {
         Ok(state)
     }
 
-    /// Applies `writes`: each run of up to 1,000 is one atomic batch; the
-    /// batches go out together.
+    /// Applies `writes` (the last write of a key wins): up to 1,000 of them in one
+    /// atomic batch (all or nothing), more in several batches at once; after an
+    /// error some of those may have applied, and writing them all again is safe.
     pub async fn write(&self, writes: Vec<Write>) -> Result<(), CronError> {
-        let mut groups = Vec::new();
-        let mut writes = writes.into_iter().peekable();
-        while writes.peek().is_some() {
-            groups.push(writes.by_ref().take(WRITES_PER_CALL).collect());
-        }
-        self.write_groups(groups).await
-    }
-
-    /// Applies each group as one atomic batch (at most 1,000 writes each), all
-    /// groups at once. An error means some groups may not have been applied.
-    pub async fn write_groups(&self, groups: Vec<Vec<Write>>) -> Result<(), CronError> {
-        let mut calls = tokio::task::JoinSet::new();
-        for group in groups {
-            let store = self.store.clone();
-            calls.spawn(async move { write_batch(&store, group).await });
-        }
-        let mut result = Ok(());
-        while let Some(done) = calls.join_next().await {
-            let outcome = done
-                .map_err(|e| CronError::Store(format!("a state-store write task failed: {e}")))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
-    }
-}
-
-async fn write_batch(store: &StateStore, group: Vec<Write>) -> Result<(), CronError> {
-    // A batch names each key once: the last write of a key wins.
-    let mut last: std::collections::BTreeMap<String, BatchOp> = Default::default();
-    for write in group {
-        let op = match write {
-            Write::Put(key, value) => BatchOp::put(key, value),
-            Write::Delete(key) => BatchOp::delete(key),
-        };
-        last.insert(op.key().to_string(), op);
-    }
-    match store.batch(last.into_values()).await.map_err(store_error)? {
-        BatchOutcome::Applied(_) => Ok(()),
-        BatchOutcome::Conflict { key, .. } => {
-            Err(CronError::Store(format!("unexpected conflict on {key}")))
-        }
+        self.store
+            .write_all(writes.into_iter().map(Write::into_op))
+            .await
+            .map_err(store_error)
     }
 }
