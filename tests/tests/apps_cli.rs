@@ -1,10 +1,10 @@
-//! `agora app deploy|list|show|scale|rm` through the binary, against the apps
+//! `agora app deploy|list|show|scale|restart|rm` through the binary, against the apps
 //! instance of a real `agora dev`.
 
 mod apps_support;
 
 use agora_tests::kill_executor_sessions;
-use apps_support::{agora, app_cli, get_json, poll, start_dev, stop, wait_tasks};
+use apps_support::{agora, app_cli, get_json, ids, poll, start_dev, stop, wait_tasks};
 use serde_json::Value;
 
 /// The line of `agora app list` naming `id`, if any.
@@ -36,8 +36,8 @@ async fn agora_app_deploys_lists_scales_and_removes_apps() {
     let apps = dev.apps.clone().expect("an apps instance");
     let url = format!("http://{apps}");
 
-    let definition =
-        r#"{"id": "/cli-web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.05, "mem": 16}"#;
+    let definition = r#"{"id": "/cli-web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.05,
+                         "mem": 16, "env": {"GREETING": "hello"}}"#;
     let deployment = app_cli(&apps, &["deploy", "-"], Some(definition)).await;
     assert!(
         !deployment.trim().is_empty(),
@@ -88,6 +88,40 @@ async fn agora_app_deploys_lists_scales_and_removes_apps() {
         .expect("the first version");
     assert_eq!(first["instances"], 1, "{first}");
     assert_eq!(first["version"], oldest.as_str(), "{first}");
+
+    // A deployed file is the whole definition: the env it leaves out is dropped.
+    let without_env =
+        r#"{"id": "/cli-web", "cmd": "sleep 1000", "instances": 2, "cpus": 0.05, "mem": 16}"#;
+    app_cli(&apps, &["deploy", "-"], Some(without_env)).await;
+    poll("the env to be dropped", || async {
+        let app = get_json(&apps, "/v2/apps/cli-web").await?;
+        match app["app"]["env"].as_object() {
+            Some(env) if env.is_empty() => Ok(()),
+            _ => Err(app.to_string()),
+        }
+    })
+    .await;
+
+    // A restart replaces every task.
+    let before = ids(&wait_tasks(&apps, "/cli-web", 2, |_| true).await);
+    app_cli(&apps, &["restart", "/cli-web"], None).await;
+    poll("every task of /cli-web to be replaced", || async {
+        let tasks = get_json(&apps, "/v2/apps/cli-web/tasks").await?;
+        let running: Vec<Value> = tasks["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .cloned()
+            .collect();
+        let now = ids(&running);
+        if now.len() == 2 && now.iter().all(|id| !before.contains(id)) {
+            Ok(())
+        } else {
+            Err(tasks.to_string())
+        }
+    })
+    .await;
 
     let invalid = agora(
         &["app", "deploy", "-", "--apps", &url],

@@ -21,6 +21,8 @@ use serde_json::Value;
 
 /// Every 2 s (six fields: seconds first).
 const EVERY_2S: &str = "*/2 * * * * *";
+/// Every second.
+const EVERY_1S: &str = "* * * * * *";
 /// Instants checked on each side of an outage.
 const INSTANTS: usize = 3;
 
@@ -249,6 +251,86 @@ async fn a_child_runs_only_after_its_parents_succeeded() {
     })
     .await;
     only_success(&child);
+
+    stop(cron_process, "agora cron").await;
+    stop(dev.child, "agora dev").await;
+    kill_executor_sessions(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_skips_instants_replace_stops_runs_and_a_disabled_schedule_never_fires() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dev = start_dev(dir.path(), &["--no-apps", "--no-cron", "--agents", "1"]).await;
+    let (cron_process, cron) = start_cron(&dev.master).await;
+    let with_schedule = |mut job: Value, every: &str, policy: &str, enabled: bool| {
+        job["schedules"] = serde_json::json!([{
+            "id": "tick", "cron": every, "timezone": "UTC", "concurrencyPolicy": policy,
+            "enabled": enabled, "startingDeadlineSeconds": STARTING_DEADLINE,
+        }]);
+        job
+    };
+    // Runs of 3 s due every second: FORBID lets none start while one is active.
+    let forbid = with_schedule(job("forbid", "sleep 3", &[]), EVERY_1S, "FORBID", true);
+    // Runs that never end on their own, due every 2 s: REPLACE stops each for the next.
+    let replace = with_schedule(job("replace", "sleep 1000", &[]), EVERY_2S, "REPLACE", true);
+    let off = with_schedule(job("off", "true", &[]), EVERY_1S, "ALLOW", false);
+    for definition in [&forbid, &replace, &off] {
+        job_cli(&cron, &["add", "-"], Some(&definition.to_string())).await;
+    }
+
+    let forbidden = poll(
+        "FORBID to skip instants while its runs are active",
+        || async {
+            let history = history(&cron, "forbid").await?;
+            let skipped = history["missed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["reason"].as_str().is_some_and(|r| r.contains("FORBID")))
+                .count();
+            let succeeded = history["successfulFinishedRuns"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if skipped >= 2 && succeeded >= 2 {
+                Ok(history)
+            } else {
+                Err(history.to_string())
+            }
+        },
+    )
+    .await;
+    // Never two at once: each run was created after the one before it finished.
+    let mut spans: Vec<(f64, f64)> = finished_runs(&forbidden)
+        .iter()
+        .map(|(_, run)| (at(run, "createdAt"), at(run, "completedAt")))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "overlapping runs: {forbidden}");
+    }
+
+    poll("REPLACE to stop runs for newer ones", || async {
+        let history = history(&cron, "replace").await?;
+        let replaced = history["failedFinishedRuns"].as_array().map_or(0, Vec::len);
+        if replaced >= 2 {
+            Ok(())
+        } else {
+            Err(history.to_string())
+        }
+    })
+    .await;
+
+    // Seconds of due instants later, the disabled schedule has neither run nor
+    // recorded anything.
+    let off = history(&cron, "off").await.expect("a history");
+    assert!(
+        finished_runs(&off).is_empty() && off["missed"] == serde_json::json!([]),
+        "{off}"
+    );
+    let active = cron_support::active_runs(&cron, "off")
+        .await
+        .expect("active runs");
+    assert!(active.is_empty(), "{active:?}");
 
     stop(cron_process, "agora cron").await;
     stop(dev.child, "agora dev").await;

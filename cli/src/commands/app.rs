@@ -129,9 +129,13 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
                 reply => anyhow::bail!("{}", describe_error(&APPS_API, &reply)),
             };
             let reply = if exists {
-                client
-                    .call(Method::PUT, &with_force(&path, deploy.force), Some(body))
-                    .await?
+                // The file is the whole definition: what it leaves out goes back to
+                // its default, as when it was created.
+                let update = format!(
+                    "{path}?partialUpdate=false{}",
+                    if deploy.force { "&force=true" } else { "" }
+                );
+                client.call(Method::PUT, &update, Some(body)).await?
             } else {
                 client.call(Method::POST, "/v2/apps", Some(body)).await?
             };
