@@ -56,8 +56,12 @@ fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Shortest interval between two snapshots while no command waits for one.
+/// Shortest interval between two snapshots while no command waits for one; a
+/// snapshot that took longer to build stretches it to `PUBLISH_COST_FACTOR` times its
+/// cost, so a storm of task updates over many jobs spends at most a fifth of the
+/// loop on snapshots.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+const PUBLISH_COST_FACTOR: u32 = 4;
 /// Commands taken together before reacting once.
 const COMMANDS_PER_REACTION: usize = 256;
 /// Operations per state-store batch (the masters take at most 1,000).
@@ -129,6 +133,9 @@ pub struct Controller {
     )>,
     /// When the snapshot was last published, and whether a change awaits it.
     last_publish: tokio::time::Instant,
+    /// The interval between two snapshots now: `PUBLISH_EVERY`, or more after a
+    /// costly snapshot.
+    publish_every: Duration,
     publish_pending: bool,
     /// Answers sent once the reaction to their command is published.
     replies: Vec<Box<dyn FnOnce() + Send + Sync>>,
@@ -196,6 +203,7 @@ impl Controller {
             pending_writes: Vec::new(),
             pending_manual: Vec::new(),
             last_publish: tokio::time::Instant::now(),
+            publish_every: PUBLISH_EVERY,
             publish_pending: false,
             replies: Vec::new(),
         }
@@ -242,7 +250,7 @@ impl Controller {
     fn next_wake(&self) -> Duration {
         let now = Utc::now();
         let mut wake = if self.publish_pending {
-            PUBLISH_EVERY
+            self.publish_every
         } else {
             TICK
         };
@@ -284,9 +292,11 @@ impl Controller {
         // A command's answer waits for a snapshot that shows its effect; otherwise
         // (a storm of task updates) the snapshot is rebuilt at most every
         // PUBLISH_EVERY, since its cost grows with the number of jobs.
-        if !self.replies.is_empty() || self.last_publish.elapsed() >= PUBLISH_EVERY {
+        if !self.replies.is_empty() || self.last_publish.elapsed() >= self.publish_every {
+            let started = tokio::time::Instant::now();
             self.publish();
             self.last_publish = tokio::time::Instant::now();
+            self.publish_every = PUBLISH_EVERY.max(started.elapsed() * PUBLISH_COST_FACTOR);
             self.publish_pending = false;
         } else {
             self.publish_pending = true;
@@ -1482,6 +1492,10 @@ impl Controller {
             return;
         }
         let mut declined = Vec::new();
+        // One ACCEPT per offer, all in flight at once: a burst over many agents
+        // must not wait for the master's answers one after the other.
+        let mut accepts = tokio::task::JoinSet::new();
+        let mut launching: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
         for (offer, tasks) in offers.iter().zip(tasks) {
             let Some(offer_id) = offer.id.clone() else {
                 continue;
@@ -1502,19 +1516,28 @@ impl Controller {
                     })),
                 })
                 .collect();
-            if let Err(e) = driver
-                .accept(vec![offer_id], operations, refuse(REFUSE_WHILE_WAITING))
-                .await
-            {
-                warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => %e);
-                for task_id in task_ids {
-                    if let Some((job, run, attempt)) = parse_task_id(&task_id)
-                        && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
-                        && r.attempts == attempt
-                    {
-                        r.status = RunStatus::Initial;
-                        self.revive_needed = true;
-                    }
+            let driver = driver.clone();
+            let call = accepts.spawn(async move {
+                driver
+                    .accept(vec![offer_id], operations, refuse(REFUSE_WHILE_WAITING))
+                    .await
+            });
+            launching.insert(call.id(), task_ids);
+        }
+        while let Some(done) = accepts.join_next_with_id().await {
+            let (id, error) = match done {
+                Ok((_, Ok(_))) => continue,
+                Ok((id, Err(e))) => (id, e.to_string()),
+                Err(e) => (e.id(), e.to_string()),
+            };
+            warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => error);
+            for task_id in launching.remove(&id).unwrap_or_default() {
+                if let Some((job, run, attempt)) = parse_task_id(&task_id)
+                    && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
+                    && r.attempts == attempt
+                {
+                    r.status = RunStatus::Initial;
+                    self.revive_needed = true;
                 }
             }
         }
