@@ -8,7 +8,7 @@
 //! launched, and named after (job, run, attempt), so a restarted leader neither
 //! forgets a launch nor launches the same attempt twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,10 @@ const PUBLISH_COST_FACTOR: u32 = 4;
 const COMMANDS_PER_REACTION: usize = 256;
 /// Operations per state-store batch (the masters take at most 1,000).
 const BATCH_OPS: usize = 1000;
+/// How long before its instant the run of an ALLOW schedule is recorded, and offers
+/// are kept for it, so that at the instant only its launch is left: recording ten
+/// thousand runs due at once takes a few hundred milliseconds of its own.
+const EARLY: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 /// What handling one schedule's due instants writes (atomically) and then changes.
 struct DuePlan {
@@ -90,6 +94,12 @@ struct LiveSchedule {
 }
 
 impl LiveSchedule {
+    /// Whether its runs are recorded ahead of their instant: only under ALLOW, as
+    /// FORBID and REPLACE look at the runs active at the instant itself.
+    fn records_early(&self) -> bool {
+        self.spec.enabled && self.spec.concurrency_policy == "ALLOW"
+    }
+
     fn new(spec: ScheduleSpec, cursor: DateTime<Utc>) -> LiveSchedule {
         let parsed = Schedule::parse(&spec.cron, &spec.timezone).ok();
         let next = parsed.as_ref().and_then(|p| p.next_after(cursor));
@@ -119,6 +129,12 @@ pub struct Controller {
     retry_at: HashMap<(String, String), DateTime<Utc>>,
     /// Runs being stopped on request: their end is a failure, never retried.
     stopping: HashSet<(String, String)>,
+    /// Runs recorded ahead of their instant (see [`EARLY`]), by instant. Invariant:
+    /// each is in `runs`, INITIAL, and due after the last reaction.
+    early: BTreeSet<(DateTime<Utc>, String, String)>,
+    /// Offers kept while early runs wait for their instant; launched on, or
+    /// declined, once none waits any more.
+    held_offers: Vec<pb::Offer>,
     framework_id: Option<String>,
     framework_id_unsaved: bool,
     driver: Option<SchedulerHandle>,
@@ -173,7 +189,11 @@ impl Controller {
                 .insert(spec.id.clone(), LiveSchedule::new(spec, cursor));
         }
         let mut runs: BTreeMap<String, BTreeMap<String, JobRun>> = BTreeMap::new();
+        let mut early = BTreeSet::new();
         for run in loaded.runs {
+            if let Some(at) = run.due_later_than(now) {
+                early.insert((at, run.job_id.clone(), run.id.clone()));
+            }
             runs.entry(run.job_id.clone())
                 .or_default()
                 .insert(run.id.clone(), run);
@@ -195,6 +215,8 @@ impl Controller {
             missed,
             retry_at: HashMap::new(),
             stopping: HashSet::new(),
+            early,
+            held_offers: Vec::new(),
             framework_id: loaded.framework_id,
             framework_id_unsaved: false,
             driver: None,
@@ -261,9 +283,17 @@ impl Controller {
             if schedule.spec.enabled
                 && let Some(next) = schedule.next
             {
-                let until = (next - now).to_std().unwrap_or(Duration::ZERO);
+                let at = if schedule.records_early() {
+                    next - EARLY
+                } else {
+                    next
+                };
+                let until = (at - now).to_std().unwrap_or(Duration::ZERO);
                 wake = wake.min(until);
             }
+        }
+        if let Some((at, _, _)) = self.early.first() {
+            wake = wake.min((*at - now).to_std().unwrap_or(Duration::ZERO));
         }
         wake
     }
@@ -280,6 +310,7 @@ impl Controller {
         self.record_manual_runs().await;
         self.abort_overdue(now);
         self.fire_due().await;
+        self.release_early_runs().await;
         self.offer_interest().await;
         let writes = std::mem::take(&mut self.pending_writes);
         if let Err(e) = self.store.write(writes.clone()).await {
@@ -304,13 +335,21 @@ impl Controller {
     }
 
     fn publish(&self) {
+        let now = Utc::now();
         let mut schedules = BTreeMap::new();
         for (job, live) in &self.schedules {
             let list: Vec<ScheduleSpec> = live
                 .values()
                 .map(|l| {
                     let mut spec = l.spec.clone();
-                    spec.next_run_at = l.next.filter(|_| spec.enabled).map(rfc3339);
+                    // A cursor ahead of now is the instant of a run recorded early:
+                    // that instant is the next run still.
+                    let next = if l.cursor > now {
+                        Some(l.cursor)
+                    } else {
+                        l.next
+                    };
+                    spec.next_run_at = next.filter(|_| spec.enabled).map(rfc3339);
                     spec
                 })
                 .collect();
@@ -764,7 +803,10 @@ impl Controller {
             .iter()
             .flat_map(|(job, s)| {
                 s.iter()
-                    .filter(|(_, l)| l.next.is_some_and(|n| n <= now))
+                    .filter(|(_, l)| {
+                        l.next
+                            .is_some_and(|n| n <= now || (l.records_early() && n - EARLY <= now))
+                    })
                     .map(move |(sid, _)| (job.clone(), sid.clone()))
             })
             .collect();
@@ -841,6 +883,9 @@ impl Controller {
                 }
             }
             if let Some(run) = plan.new_run {
+                if let Some(at) = run.due_later_than(Utc::now()) {
+                    self.early.insert((at, run.job_id.clone(), run.id.clone()));
+                }
                 self.add_run(run);
             }
         }
@@ -861,7 +906,7 @@ impl Controller {
         };
         let instants = parsed.due_between(live.cursor, now, DUE_LIMIT);
         let Some(&last) = instants.last() else {
-            return Ok(None);
+            return self.plan_early(job_id, sid, live, now);
         };
         let spec = &live.spec;
         // Validation bounds the deadline; a record from an older version may be
@@ -981,6 +1026,80 @@ impl Controller {
         }))
     }
 
+    /// Nothing due yet: the next instant of an ALLOW schedule, if it comes within
+    /// [`EARLY`], gets its run recorded now (with the moved cursor, atomically, as
+    /// any due run), to be launched at the instant.
+    fn plan_early(
+        &self,
+        job_id: &str,
+        sid: &str,
+        live: &LiveSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DuePlan>, CronError> {
+        let next = live.parsed.as_ref().and_then(|p| p.next_after(live.cursor));
+        let Some(at) = next.filter(|at| live.records_early() && *at - EARLY <= now) else {
+            return Ok(None);
+        };
+        let id = format!("{}-{sid}", at.format("%Y%m%d%H%M%S"));
+        let exists = self.runs.get(job_id).is_some_and(|r| r.contains_key(&id));
+        let new_run = (!exists).then(|| {
+            Self::new_run(
+                job_id,
+                id,
+                at,
+                Trigger::Schedule {
+                    schedule_id: sid.to_string(),
+                },
+            )
+        });
+        let mut writes = Vec::new();
+        if let Some(run) = &new_run {
+            writes.push(Write::json(run_key(job_id, &run.id), run)?);
+        }
+        writes.push(Write::json(
+            cursor_key(job_id, sid),
+            &Cursor { last: rfc3339(at) },
+        )?);
+        Ok(Some(DuePlan {
+            job_id: job_id.to_string(),
+            schedule_id: sid.to_string(),
+            writes,
+            missed: Vec::new(),
+            new_run,
+            replace: Vec::new(),
+            cursor: at,
+        }))
+    }
+
+    /// Early runs whose instant came are due: offers are wanted (again), and the
+    /// offers kept for them are used at once. Offers kept for runs that went
+    /// (stopped, their job removed) are declined.
+    async fn release_early_runs(&mut self) {
+        let now = Utc::now();
+        let mut released = false;
+        while let Some(first) = self.early.first() {
+            if first.0 > now {
+                break;
+            }
+            self.early.pop_first();
+            released = true;
+        }
+        // Runs stopped or removed before their instant leave nothing to wait for.
+        let runs = &self.runs;
+        self.early.retain(|(_, job, run)| {
+            runs.get(job)
+                .and_then(|r| r.get(run))
+                .is_some_and(|r| r.status == RunStatus::Initial)
+        });
+        if released {
+            self.revive_needed = true;
+        }
+        if !self.held_offers.is_empty() && (released || self.early.is_empty()) {
+            let held = std::mem::take(&mut self.held_offers);
+            self.on_offers(held).await;
+        }
+    }
+
     /// Runs that could not be launched in time fail: a job's `maxLaunchDelay`
     /// (Metronome: "seconds until the job needs to be running"), and for a
     /// scheduled run also its schedule's `startingDeadlineSeconds`.
@@ -997,6 +1116,8 @@ impl Controller {
                 let Some(created) = parse_time(&run.created_at) else {
                     continue;
                 };
+                // A run recorded early waits from its instant on.
+                let created = parse_time(&run.scheduled_at).map_or(created, |at| at.max(created));
                 let mut limit = job.run.max_launch_delay.max(0);
                 if let Trigger::Schedule { schedule_id } = &run.trigger
                     && let Some(live) = self.schedules.get(job_id).and_then(|s| s.get(schedule_id))
@@ -1051,7 +1172,10 @@ impl Controller {
                 self.reconcile(&handle).await;
             }
             DriverEvent::Offers(offers) => self.on_offers(offers).await,
-            DriverEvent::Rescinded(_) => {}
+            DriverEvent::Rescinded(offer_id) => {
+                self.held_offers
+                    .retain(|o| o.id.as_ref() != Some(&offer_id));
+            }
             DriverEvent::Update(status) => self.on_update(status).await,
             DriverEvent::Disconnected => self.driver = None,
         }
@@ -1362,7 +1486,7 @@ impl Controller {
             .iter()
             .flat_map(|(job, runs)| {
                 runs.values()
-                    .filter(|r| r.status == RunStatus::Initial)
+                    .filter(|r| r.status == RunStatus::Initial && r.due_later_than(now).is_none())
                     .map(move |r| (r.created_at.clone(), job.clone(), r.id.clone()))
             })
             .filter(|(_, job, run)| {
@@ -1409,6 +1533,11 @@ impl Controller {
         } else {
             self.waiting_runs()
         };
+        if waiting.is_empty() && !self.early.is_empty() {
+            // Kept for the runs about to come due (released by release_early_runs).
+            self.held_offers.extend(offers);
+            return;
+        }
         if waiting.is_empty() {
             // Runs backing off before a retry want offers again soon.
             let seconds = if self.retry_at.is_empty() {

@@ -1,5 +1,6 @@
 //! [`JobRun`]: one run of a job, from the moment it is due to its outcome.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Metronome's run states.
@@ -67,6 +68,17 @@ pub struct JobRun {
     pub trigger: Trigger,
     /// Tasks launched so far (retries included).
     pub attempts: u32,
+}
+
+impl JobRun {
+    /// Its instant, when that is still to come after `now`: a run recorded early
+    /// (before its schedule's instant) that must not launch yet.
+    pub fn due_later_than(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.scheduled_at)
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+            .filter(|at| *at > now && self.status == RunStatus::Initial)
+    }
 }
 
 /// What `embed=history` shows of a job: counters and the last finished runs.
