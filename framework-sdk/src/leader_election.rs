@@ -250,3 +250,49 @@ fn is_permanent(error: &StateStoreError) -> bool {
         StateStoreError::Config(_) | StateStoreError::Invalid(_)
     )
 }
+
+/// The `host:port` an instance of an HA framework is reached at, as its standbys
+/// name it to clients (the lease holder) and as the masters show it (the framework's
+/// `webui_url`): `advertise` as given when it has a port, `advertise` with the
+/// bound port when it is a host alone (an IPv6 host in brackets), else `bound`
+/// itself.
+pub fn advertised_address(advertise: Option<&str>, bound: std::net::SocketAddr) -> String {
+    match advertise.map(str::trim).filter(|a| !a.is_empty()) {
+        None => bound.to_string(),
+        Some(address) if has_port(address) => address.to_string(),
+        Some(host) => format!("{host}:{}", bound.port()),
+    }
+}
+
+/// Whether `address` ends with `:<port>` (and is not a bracketed IPv6 host alone).
+fn has_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod advertised_address_tests {
+    use super::advertised_address;
+
+    #[test]
+    fn a_host_takes_the_bound_port_and_a_host_with_a_port_stays() {
+        let bound: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("an address");
+        assert_eq!(advertised_address(None, bound), "0.0.0.0:8080");
+        assert_eq!(advertised_address(Some(" "), bound), "0.0.0.0:8080");
+        assert_eq!(advertised_address(Some("apps-1"), bound), "apps-1:8080");
+        assert_eq!(advertised_address(Some("apps-1:80"), bound), "apps-1:80");
+        assert_eq!(
+            advertised_address(Some("[fe80::1]"), bound),
+            "[fe80::1]:8080"
+        );
+        assert_eq!(
+            advertised_address(Some("[fe80::1]:80"), bound),
+            "[fe80::1]:80"
+        );
+        assert_eq!(advertised_address(Some("fe80::1"), bound), "fe80::1:8080");
+    }
+}

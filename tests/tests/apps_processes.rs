@@ -10,7 +10,7 @@ use agora_tests::python::assert_script;
 use agora_tests::{kill_executor_sessions, marathon_python};
 use apps_support::{
     app_cli, get_json, hosts, ids, kill, master_running, poll, start_agent, start_apps,
-    start_apps_standby, start_dev, stop, wait_leading, wait_tasks,
+    start_apps_listening, start_apps_standby, start_dev, stop, wait_leading, wait_tasks,
 };
 
 /// Master flags that find a killed agent unreachable within a second.
@@ -216,7 +216,17 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let dev = start_dev(dir.path(), &["--no-apps", "--agents", "2"]).await;
     let master = dev.master.clone();
-    let (leader, leader_api) = start_apps(&master).await;
+    // Listening on every interface, it tells clients to come by 127.0.0.1.
+    let (leader, leader_api) = start_apps_listening(
+        &master,
+        &["--listen", "0.0.0.0:0", "--advertise", "127.0.0.1"],
+    )
+    .await;
+    wait_leading(&leader_api).await;
+    let port = leader_api
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_string());
+    let advertised = format!("127.0.0.1:{}", port.unwrap_or_default());
     app_cli(&leader_api, &["deploy", "-"], Some(&app("/kept", 2, false))).await;
     let before = ids(&wait_tasks(&leader_api, "/kept", 2, |_| true).await);
 
@@ -231,6 +241,14 @@ async fn a_standby_takes_over_when_the_leader_dies() {
         }
     })
     .await;
+    let leader_named = get_json(&standby_api, "/v2/leader")
+        .await
+        .expect("the standby names the leader");
+    assert_eq!(
+        leader_named["leader"],
+        advertised.as_str(),
+        "{leader_named}"
+    );
 
     kill(leader, "the leading apps process").await;
     wait_leading(&standby_api).await;

@@ -32,6 +32,12 @@ pub struct AppsArgs {
     /// Address to serve the REST API on; port 0 lets the OS choose.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// How clients reach this instance, `host` or `host:port` (a host alone takes
+    /// the listening port): where standbys send clients, and what the masters show.
+    /// Default: the listening address, or this machine's hostname when listening on
+    /// every interface (0.0.0.0 or [::]).
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// Framework name: also the name of its state in the masters' store and of its
     /// leader lease, so instances of one HA group share it.
     #[arg(long, default_value = "apps")]
@@ -68,6 +74,7 @@ pub fn config(args: &AppsArgs) -> anyhow::Result<AppsConfig> {
         "--leader-lease must be positive"
     );
     let mut config = AppsConfig::new(masters, args.listen);
+    config.advertise = super::advertise(args.advertise.as_deref(), args.listen);
     config.name = args.name.clone();
     config.role = args.role.clone();
     config.failover_timeout = args.failover_timeout;

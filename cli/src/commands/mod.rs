@@ -22,6 +22,35 @@ pub mod weights;
 
 use std::time::Duration;
 
+/// What an HA framework instance (`agora apps`, `agora cron`) tells clients to reach
+/// it at: `--advertise` as given; else, listening on every interface, this machine's
+/// hostname (the instance's port is added once bound); else the listening address.
+pub fn advertise(given: Option<&str>, listen: std::net::SocketAddr) -> Option<String> {
+    match given {
+        Some(given) => Some(given.to_string()),
+        None if listen.ip().is_unspecified() => Some(agora_agent::config::local_hostname()),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    #[test]
+    fn every_interface_advertises_the_hostname() {
+        let any = "0.0.0.0:8080".parse().expect("an address");
+        let local = "127.0.0.1:8080".parse().expect("an address");
+        assert_eq!(
+            super::advertise(None, any),
+            Some(agora_agent::config::local_hostname())
+        );
+        assert_eq!(super::advertise(None, local), None);
+        assert_eq!(
+            super::advertise(Some("apps-1"), any).as_deref(),
+            Some("apps-1")
+        );
+    }
+}
+
 /// Parses `15s`, `500ms`, `10m`, `1h` or a bare number of seconds.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let input = input.trim();

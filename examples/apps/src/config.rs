@@ -12,6 +12,10 @@ pub struct AppsConfig {
     pub masters: Vec<String>,
     /// Where the REST API listens (`127.0.0.1:8080`; port 0 lets the OS choose).
     pub listen: SocketAddr,
+    /// How clients reach this instance (`host` or `host:port`; a host alone takes
+    /// the listening port): what standbys redirect to and the masters show. `None`:
+    /// the listening address, which must then be reachable as it is.
+    pub advertise: Option<String>,
     /// Framework name; also the state-store namespace and the leader lease's name.
     pub name: String,
     /// The role the framework subscribes with (`*` by default).
@@ -33,6 +37,7 @@ impl AppsConfig {
         AppsConfig {
             masters,
             listen,
+            advertise: None,
             name: "apps".to_string(),
             role: "*".to_string(),
             failover_timeout: Duration::from_secs(7 * 24 * 3600),

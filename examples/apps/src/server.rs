@@ -105,6 +105,7 @@ impl AppsServer {
                 warn!(http_logger, "the apps API stopped"; "error" => %e);
             }
         });
+        let config_advertise = config.advertise.clone();
         let leadership = tokio::spawn(lead_when_elected(
             config,
             logger.clone(),
@@ -112,7 +113,7 @@ impl AppsServer {
             events,
             snapshot_tx,
             route,
-            local_addr,
+            agora_sdk::advertised_address(config_advertise.as_deref(), local_addr),
             stop_rx,
         ));
         info!(logger, "apps API listening"; "address" => %local_addr);
@@ -167,10 +168,10 @@ async fn lead_when_elected(
     events: EventBus,
     snapshot: watch::Sender<Arc<Snapshot>>,
     route: CommandRoute,
-    local_addr: SocketAddr,
+    advertised: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let holder = format!("{local_addr}/{}", uuid::Uuid::new_v4());
+    let holder = format!("{advertised}/{}", uuid::Uuid::new_v4());
     let mut election = LeaderElection::campaign(
         store.clone(),
         LEADER_LEASE,
@@ -243,12 +244,12 @@ async fn lead_when_elected(
             events.clone(),
             snapshot.clone(),
             loaded,
-            local_addr.to_string(),
+            advertised.clone(),
         );
         let mut controller =
             tokio::spawn(controller.run(command_rx, driver_rx, controller_stop_rx));
         *route.lock().unwrap_or_else(PoisonError::into_inner) = Some(command_tx);
-        let mut driver = start_driver(&config, &logger, framework_id, local_addr, driver_tx);
+        let mut driver = start_driver(&config, &logger, framework_id, &advertised, driver_tx);
 
         // Lead until the lease is lost or the process stops — or the controller or
         // the driver ends on its own (a panic, the master refusing the framework):
@@ -318,7 +319,7 @@ fn start_driver(
     config: &AppsConfig,
     logger: &Logger,
     framework_id: Option<String>,
-    local_addr: SocketAddr,
+    advertised: &str,
     events: mpsc::Sender<DriverEvent>,
 ) -> JoinHandle<()> {
     let info = pb::FrameworkInfo {
@@ -327,8 +328,11 @@ fn start_driver(
         failover_timeout: config.failover_timeout.as_secs_f64(),
         checkpoint: true,
         roles: vec![config.role.clone()],
-        hostname: local_addr.ip().to_string(),
-        webui_url: format!("http://{local_addr}"),
+        hostname: advertised
+            .rsplit_once(':')
+            .map_or(advertised, |(host, _)| host)
+            .to_string(),
+        webui_url: format!("http://{advertised}"),
         // TASK_UNREACHABLE rather than TASK_LOST for tasks of an agent that went
         // away: `unreachableStrategy` decides when they are replaced.
         capabilities: vec![pb::framework_info::Capability {

@@ -102,13 +102,14 @@ impl CronServer {
                 warn!(http_logger, "the cron API stopped"; "error" => %e);
             }
         });
+        let config_advertise = config.advertise.clone();
         let leadership = tokio::spawn(lead_when_elected(
             config,
             logger.clone(),
             store,
             snapshot_tx,
             route,
-            local_addr,
+            agora_sdk::advertised_address(config_advertise.as_deref(), local_addr),
             stop_rx,
         ));
         info!(logger, "cron API listening"; "address" => %local_addr);
@@ -162,10 +163,10 @@ async fn lead_when_elected(
     store: StateStore,
     snapshot: watch::Sender<Arc<Snapshot>>,
     route: CommandRoute,
-    local_addr: SocketAddr,
+    advertised: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let holder = format!("{local_addr}/{}", uuid::Uuid::new_v4());
+    let holder = format!("{advertised}/{}", uuid::Uuid::new_v4());
     let mut election = LeaderElection::campaign(
         store.clone(),
         LEADER_LEASE,
@@ -237,12 +238,12 @@ async fn lead_when_elected(
             apps_store,
             snapshot.clone(),
             loaded,
-            local_addr.to_string(),
+            advertised.clone(),
         );
         let mut controller =
             tokio::spawn(controller.run(command_rx, driver_rx, controller_stop_rx));
         *route.lock().unwrap_or_else(PoisonError::into_inner) = Some(command_tx);
-        let mut driver = start_driver(&config, &logger, framework_id, local_addr, driver_tx);
+        let mut driver = start_driver(&config, &logger, framework_id, &advertised, driver_tx);
 
         // Lead until the lease is lost or the process stops — or the controller or
         // the driver ends on its own (a panic, the master refusing the framework):
@@ -312,7 +313,7 @@ fn start_driver(
     config: &CronConfig,
     logger: &Logger,
     framework_id: Option<String>,
-    local_addr: SocketAddr,
+    advertised: &str,
     events: mpsc::Sender<DriverEvent>,
 ) -> JoinHandle<()> {
     let info = pb::FrameworkInfo {
@@ -321,8 +322,11 @@ fn start_driver(
         failover_timeout: config.failover_timeout.as_secs_f64(),
         checkpoint: true,
         roles: vec![config.role.clone()],
-        hostname: local_addr.ip().to_string(),
-        webui_url: format!("http://{local_addr}"),
+        hostname: advertised
+            .rsplit_once(':')
+            .map_or(advertised, |(host, _)| host)
+            .to_string(),
+        webui_url: format!("http://{advertised}"),
         // TASK_UNREACHABLE rather than TASK_LOST for tasks of an agent that went
         // away: `unreachableStrategy` decides when they are replaced.
         capabilities: vec![pb::framework_info::Capability {

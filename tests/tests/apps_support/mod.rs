@@ -117,9 +117,16 @@ pub async fn start_apps(master: &str) -> (Child, String) {
 /// Starts `agora apps` against `master` and returns once it listens, leading or not
 /// (a second instance stands by while another leads).
 pub async fn start_apps_standby(master: &str) -> (Child, String) {
+    start_apps_listening(master, &["--listen", "127.0.0.1:0"]).await
+}
+
+/// [`start_apps_standby`] with `listen` (`--listen` and `--advertise` flags) instead
+/// of `--listen 127.0.0.1:0`.
+pub async fn start_apps_listening(master: &str, listen: &[&str]) -> (Child, String) {
     let (logs, level) = log_sink();
     let mut child = Command::new(node_bin!())
-        .args(["apps", "--master", master, "--listen", "127.0.0.1:0"])
+        .args(["apps", "--master", master])
+        .args(listen)
         // A restarted instance takes over once the killed one's lease lapses.
         .args(["--leader-lease", "2s", "--log-level", level])
         .stdout(Stdio::piped())
