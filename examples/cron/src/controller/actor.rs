@@ -119,6 +119,9 @@ pub struct Controller {
     snapshot: watch::Sender<Arc<Snapshot>>,
     http_address: String,
     jobs: BTreeMap<String, JobSpec>,
+    /// The jobs that depend on each job. Invariant: derived from `jobs` (see
+    /// `dependents_of`), rebuilt whenever a job is stored or removed.
+    dependents: HashMap<String, Vec<String>>,
     /// Per job, per schedule id.
     schedules: BTreeMap<String, BTreeMap<String, LiveSchedule>>,
     /// Every run still known, per job, by run id (finished ones are the history).
@@ -147,6 +150,8 @@ pub struct Controller {
         JobRun,
         tokio::sync::oneshot::Sender<Result<JobRun, CronError>>,
     )>,
+    /// When runs were last checked against their launch deadlines.
+    last_overdue_check: tokio::time::Instant,
     /// When the snapshot was last published, and whether a change awaits it.
     last_publish: tokio::time::Instant,
     /// The interval between two snapshots now: `PUBLISH_EVERY`, or more after a
@@ -198,6 +203,8 @@ impl Controller {
                 .or_default()
                 .insert(run.id.clone(), run);
         }
+        let jobs: BTreeMap<String, JobSpec> =
+            loaded.jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
         let mut missed: HashMap<String, Vec<MissedRun>> = HashMap::new();
         for (job, m) in loaded.missed {
             missed.entry(job).or_default().push(m);
@@ -208,7 +215,8 @@ impl Controller {
             store,
             snapshot,
             http_address,
-            jobs: loaded.jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+            dependents: dependents_of(&jobs),
+            jobs,
             schedules,
             runs,
             stats: loaded.stats.into_iter().collect(),
@@ -224,6 +232,7 @@ impl Controller {
             revive_needed: true,
             pending_writes: Vec::new(),
             pending_manual: Vec::new(),
+            last_overdue_check: tokio::time::Instant::now(),
             last_publish: tokio::time::Instant::now(),
             publish_every: PUBLISH_EVERY,
             publish_pending: false,
@@ -308,7 +317,12 @@ impl Controller {
             self.revive_needed = true;
         }
         self.record_manual_runs().await;
-        self.abort_overdue(now);
+        // Deadlines are whole seconds: a look once a second is enough, and spares
+        // a scan of every run on each reaction of a burst.
+        if self.last_overdue_check.elapsed() >= TICK {
+            self.last_overdue_check = tokio::time::Instant::now();
+            self.abort_overdue(now);
+        }
         self.fire_due().await;
         self.release_early_runs().await;
         self.offer_interest().await;
@@ -561,6 +575,7 @@ impl Controller {
                 .insert(spec.id.clone(), LiveSchedule::new(spec, now));
         }
         self.jobs.insert(job.id.clone(), job.clone());
+        self.dependents = dependents_of(&self.jobs);
         info!(self.logger, "job stored"; "job" => &job.id);
         Ok(job)
     }
@@ -619,6 +634,7 @@ impl Controller {
         }
         self.store.write(writes).await?;
         self.jobs.remove(id);
+        self.dependents = dependents_of(&self.jobs);
         self.schedules.remove(id);
         self.runs.remove(id);
         self.stats.remove(id);
@@ -1400,10 +1416,14 @@ impl Controller {
     /// After a parent ends: a child whose parents all succeeded since its own last
     /// run gets a run; a failed parent is recorded on each child as why it waits.
     fn trigger_dependents(&mut self, parent: &str, outcome: RunStatus, parent_run: &str) {
+        // Through the index: a burst of ten thousand runs ending must not scan every
+        // job for each.
         let children: Vec<JobSpec> = self
-            .jobs
-            .values()
-            .filter(|j| j.dependencies.iter().any(|d| d.id == parent))
+            .dependents
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|child| self.jobs.get(child))
             .cloned()
             .collect();
         for child in children {
@@ -1674,6 +1694,20 @@ impl Controller {
             let _ = driver.decline(declined, refuse(REFUSE_WHILE_WAITING)).await;
         }
     }
+}
+
+/// The jobs that depend on each job, in job order.
+fn dependents_of(jobs: &BTreeMap<String, JobSpec>) -> HashMap<String, Vec<String>> {
+    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+    for job in jobs.values() {
+        for parent in &job.dependencies {
+            dependents
+                .entry(parent.id.clone())
+                .or_default()
+                .push(job.id.clone());
+        }
+    }
+    dependents
 }
 
 /// `<job>.<run>.<attempt>` (job ids are dotted; run ids have no dots).
