@@ -119,9 +119,9 @@ pub struct Controller {
     snapshot: watch::Sender<Arc<Snapshot>>,
     http_address: String,
     jobs: BTreeMap<String, JobSpec>,
-    /// The jobs that depend on each job. Invariant: derived from `jobs` (see
-    /// `dependents_of`), rebuilt whenever a job is stored or removed.
-    dependents: HashMap<String, Vec<String>>,
+    /// The jobs that depend on each job (parent id → child ids). Invariant: exactly
+    /// what `jobs`' dependencies say (`index_dependencies` keeps it so).
+    dependents: HashMap<String, BTreeSet<String>>,
     /// Per job, per schedule id.
     schedules: BTreeMap<String, BTreeMap<String, LiveSchedule>>,
     /// Every run still known, per job, by run id (finished ones are the history).
@@ -485,6 +485,25 @@ impl Controller {
         }
     }
 
+    /// Moves job `id` in `dependents` from the parents of `before` to those of
+    /// `after` (either absent: created or removed).
+    fn index_dependencies(&mut self, id: &str, before: Option<&JobSpec>, after: Option<&JobSpec>) {
+        for parent in before.into_iter().flat_map(|j| &j.dependencies) {
+            if let Some(children) = self.dependents.get_mut(&parent.id) {
+                children.remove(id);
+                if children.is_empty() {
+                    self.dependents.remove(&parent.id);
+                }
+            }
+        }
+        for parent in after.into_iter().flat_map(|j| &j.dependencies) {
+            self.dependents
+                .entry(parent.id.clone())
+                .or_default()
+                .insert(id.to_string());
+        }
+    }
+
     fn not_found(job: &str) -> CronError {
         CronError::NotFound(format!("Job '{job}' does not exist"))
     }
@@ -574,8 +593,8 @@ impl Controller {
                 .or_default()
                 .insert(spec.id.clone(), LiveSchedule::new(spec, now));
         }
-        self.jobs.insert(job.id.clone(), job.clone());
-        self.dependents = dependents_of(&self.jobs);
+        let replaced = self.jobs.insert(job.id.clone(), job.clone());
+        self.index_dependencies(&job.id, replaced.as_ref(), Some(&job));
         info!(self.logger, "job stored"; "job" => &job.id);
         Ok(job)
     }
@@ -633,8 +652,8 @@ impl Controller {
             }
         }
         self.store.write(writes).await?;
-        self.jobs.remove(id);
-        self.dependents = dependents_of(&self.jobs);
+        let removed = self.jobs.remove(id);
+        self.index_dependencies(id, removed.as_ref(), None);
         self.schedules.remove(id);
         self.runs.remove(id);
         self.stats.remove(id);
@@ -1696,15 +1715,15 @@ impl Controller {
     }
 }
 
-/// The jobs that depend on each job, in job order.
-fn dependents_of(jobs: &BTreeMap<String, JobSpec>) -> HashMap<String, Vec<String>> {
-    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+/// The jobs that depend on each job.
+fn dependents_of(jobs: &BTreeMap<String, JobSpec>) -> HashMap<String, BTreeSet<String>> {
+    let mut dependents: HashMap<String, BTreeSet<String>> = HashMap::new();
     for job in jobs.values() {
         for parent in &job.dependencies {
             dependents
                 .entry(parent.id.clone())
                 .or_default()
-                .push(job.id.clone());
+                .insert(job.id.clone());
         }
     }
     dependents
