@@ -234,6 +234,7 @@ fn run(job_id: &str, id: &str, status: RunStatus) -> JobRun {
         scheduled_at: "2030-01-01T00:00:00.000+0000".into(),
         trigger: Trigger::Manual,
         attempts: 1,
+        retry_not_before: None,
     }
 }
 

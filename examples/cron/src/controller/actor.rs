@@ -195,7 +195,15 @@ impl Controller {
         }
         let mut runs: BTreeMap<String, BTreeMap<String, JobRun>> = BTreeMap::new();
         let mut early = BTreeSet::new();
+        let mut retry_at = HashMap::new();
         for run in loaded.runs {
+            let not_before = run.retry_not_before.as_deref().and_then(parse_time);
+            if let Some(at) = not_before.filter(|at| *at > now)
+                && run.status == RunStatus::Initial
+            {
+                // A retry backing off when the last leader went: it still waits.
+                retry_at.insert((run.job_id.clone(), run.id.clone()), at);
+            }
             if let Some(at) = run.due_later_than(now) {
                 early.insert((at, run.job_id.clone(), run.id.clone()));
             }
@@ -221,7 +229,7 @@ impl Controller {
             runs,
             stats: loaded.stats.into_iter().collect(),
             missed,
-            retry_at: HashMap::new(),
+            retry_at,
             stopping: HashSet::new(),
             early,
             held_offers: Vec::new(),
@@ -739,6 +747,7 @@ impl Controller {
             scheduled_at: rfc3339(scheduled_at),
             trigger,
             attempts: 0,
+            retry_not_before: None,
         }
     }
 
@@ -1361,6 +1370,7 @@ impl Controller {
             self.retry_at.insert(key, at);
             if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
                 run.status = RunStatus::Initial;
+                run.retry_not_before = Some(rfc3339(at));
                 if let Ok(record) = Write::json(run_key(&job_id, &run_id), &*run) {
                     self.pending_writes.push(record);
                 }
@@ -1628,6 +1638,7 @@ impl Controller {
             let mut run = run;
             run.attempts = attempt;
             run.status = RunStatus::Starting;
+            run.retry_not_before = None;
             run.tasks.push(RunTask {
                 id: task_id,
                 started_at: None,
@@ -1828,3 +1839,7 @@ fn random_alphanumeric(len: usize) -> String {
 fn attribute_text(attribute: &pb::Attribute) -> String {
     attribute.text.clone()
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

@@ -68,6 +68,10 @@ pub struct JobRun {
     pub trigger: Trigger,
     /// Tasks launched so far (retries included).
     pub attempts: u32,
+    /// RFC 3339: no new attempt before this instant (an ON_FAILURE retry backing
+    /// off), kept so that a new leader waits it out too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_before: Option<String>,
 }
 
 impl JobRun {
