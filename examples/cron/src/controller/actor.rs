@@ -957,7 +957,6 @@ impl Controller {
         // out of chrono's range, which means "no deadline".
         let deadline = chrono::TimeDelta::try_seconds(spec.starting_deadline_seconds.max(0))
             .unwrap_or(chrono::TimeDelta::MAX);
-        let mut writes = Vec::new();
         let mut missed = Vec::new();
         let mut new_run = None;
         let mut replace = Vec::new();
@@ -993,7 +992,7 @@ impl Controller {
                 .filter(|r| !r.status.is_finished())
                 .cloned()
                 .collect();
-            let run_id = runnable.map(|t| format!("{}-{sid}", t.format("%Y%m%d%H%M%S")));
+            let run_id = runnable.map(|t| scheduled_run_id(t, sid));
             for t in &instants {
                 if Some(*t) == runnable {
                     continue;
@@ -1029,21 +1028,48 @@ impl Controller {
                         if policy == "REPLACE" {
                             replace = active;
                         }
-                        let exists = self.runs.get(job_id).is_some_and(|r| r.contains_key(&id));
-                        if !exists {
-                            new_run = Some(Self::new_run(
-                                job_id,
-                                id,
-                                t,
-                                Trigger::Schedule {
-                                    schedule_id: sid.to_string(),
-                                },
-                            ));
-                        }
+                        new_run = self.scheduled_run(job_id, sid, t, id);
                     }
                 }
             }
         }
+        Self::due_plan(job_id, sid, new_run, missed, replace, last).map(Some)
+    }
+
+    /// A new run of schedule `sid` for instant `at`, under `id`; `None` when the
+    /// run is already known (the same instant always names the same run).
+    fn scheduled_run(
+        &self,
+        job_id: &str,
+        sid: &str,
+        at: DateTime<Utc>,
+        id: String,
+    ) -> Option<JobRun> {
+        let exists = self.runs.get(job_id).is_some_and(|r| r.contains_key(&id));
+        (!exists).then(|| {
+            Self::new_run(
+                job_id,
+                id,
+                at,
+                Trigger::Schedule {
+                    schedule_id: sid.to_string(),
+                },
+            )
+        })
+    }
+
+    /// The plan that records `new_run` and `missed` and moves the schedule's
+    /// cursor to `cursor`, all in one batch: an instant is handled (run or missed)
+    /// exactly when the cursor moves past it.
+    fn due_plan(
+        job_id: &str,
+        sid: &str,
+        new_run: Option<JobRun>,
+        missed: Vec<MissedRun>,
+        replace: Vec<JobRun>,
+        cursor: DateTime<Utc>,
+    ) -> Result<DuePlan, CronError> {
+        let mut writes = Vec::new();
         if let Some(run) = &new_run {
             writes.push(Write::json(run_key(job_id, &run.id), run)?);
         }
@@ -1051,23 +1077,21 @@ impl Controller {
             let millis = parse_time(&m.scheduled_at).map_or(0, |t| t.timestamp_millis());
             writes.push(Write::json(missed_key(job_id, sid, millis), m)?);
         }
-        // In the same batch: the instant is handled (run or missed) exactly when the
-        // cursor moves past it.
         writes.push(Write::json(
             cursor_key(job_id, sid),
             &Cursor {
-                last: rfc3339(last),
+                last: rfc3339(cursor),
             },
         )?);
-        Ok(Some(DuePlan {
+        Ok(DuePlan {
             job_id: job_id.to_string(),
             schedule_id: sid.to_string(),
             writes,
             missed,
             new_run,
             replace,
-            cursor: last,
-        }))
+            cursor,
+        })
     }
 
     /// Nothing due yet: the next instant of an ALLOW schedule, if it comes within
@@ -1084,35 +1108,8 @@ impl Controller {
         let Some(at) = next.filter(|at| live.records_early() && *at - EARLY <= now) else {
             return Ok(None);
         };
-        let id = format!("{}-{sid}", at.format("%Y%m%d%H%M%S"));
-        let exists = self.runs.get(job_id).is_some_and(|r| r.contains_key(&id));
-        let new_run = (!exists).then(|| {
-            Self::new_run(
-                job_id,
-                id,
-                at,
-                Trigger::Schedule {
-                    schedule_id: sid.to_string(),
-                },
-            )
-        });
-        let mut writes = Vec::new();
-        if let Some(run) = &new_run {
-            writes.push(Write::json(run_key(job_id, &run.id), run)?);
-        }
-        writes.push(Write::json(
-            cursor_key(job_id, sid),
-            &Cursor { last: rfc3339(at) },
-        )?);
-        Ok(Some(DuePlan {
-            job_id: job_id.to_string(),
-            schedule_id: sid.to_string(),
-            writes,
-            missed: Vec::new(),
-            new_run,
-            replace: Vec::new(),
-            cursor: at,
-        }))
+        let new_run = self.scheduled_run(job_id, sid, at, scheduled_run_id(at, sid));
+        Self::due_plan(job_id, sid, new_run, Vec::new(), Vec::new(), at).map(Some)
     }
 
     /// Early runs whose instant came are due: offers are wanted (again), and the
@@ -1822,6 +1819,12 @@ fn constraints_match(job: &JobSpec, offer: &pb::Offer) -> bool {
             _ => false,
         }
     })
+}
+
+/// The id of schedule `sid`'s run for instant `at`: the same instant always names
+/// the same run, which is what makes recording it twice recording it once.
+fn scheduled_run_id(at: DateTime<Utc>, sid: &str) -> String {
+    format!("{}-{sid}", at.format("%Y%m%d%H%M%S"))
 }
 
 /// `len` letters and digits drawn from a random UUID (62 symbols each, the bias of
