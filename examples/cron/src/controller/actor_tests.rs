@@ -1,5 +1,7 @@
-//! What a new leader makes of the state it loads: retries still backing off, runs
-//! recorded early, and the index of dependents.
+//! The controller on state it loads, without a master: what a new leader makes of
+//! retries still backing off, runs recorded early and dependents; and how due
+//! instants are planned (one catch-up after an outage, long outages in chunks,
+//! ALLOW runs recorded early).
 
 use std::net::SocketAddr;
 
@@ -86,4 +88,78 @@ async fn a_new_leader_waits_out_retries_and_early_runs_and_indexes_dependents() 
     controller.index_dependencies("c", removed.as_ref(), None);
     assert_eq!(controller.dependents, dependents_of(&controller.jobs));
     assert!(controller.dependents.is_empty());
+}
+
+fn schedule(cron: &str, policy: &str) -> ScheduleSpec {
+    let body = serde_json::json!({
+        "id": "tick", "cron": cron, "timezone": "UTC", "concurrencyPolicy": policy,
+        "startingDeadlineSeconds": 60,
+    });
+    ScheduleSpec::from_json(body.to_string().as_bytes()).expect("a valid schedule")
+}
+
+/// A controller with job `a` on `cron` under `policy`, its cursor at `cursor`.
+fn scheduled(cron: &str, policy: &str, cursor: DateTime<Utc>) -> Controller {
+    controller(LoadedState {
+        jobs: vec![job("a", &[])],
+        schedules: vec![("a".into(), schedule(cron, policy))],
+        cursors: vec![(
+            "a".into(),
+            "tick".into(),
+            Cursor {
+                last: rfc3339(cursor),
+            },
+        )],
+        ..LoadedState::default()
+    })
+}
+
+#[tokio::test]
+async fn after_an_outage_one_catch_up_runs_and_the_rest_is_recorded_missed() {
+    let now = Utc::now();
+    let every_second = "* * * * * *";
+
+    // Ten seconds down: the latest instant runs, the nine before it are coalesced.
+    let c = scheduled(every_second, "ALLOW", now - chrono::TimeDelta::seconds(10));
+    let live = &c.schedules["a"]["tick"];
+    let plan = c.plan_due("a", "tick", now).unwrap().expect("a plan");
+    let run = plan.new_run.expect("one catch-up run");
+    assert_eq!(parse_time(&run.scheduled_at), Some(plan.cursor));
+    assert_eq!(plan.missed.len(), 9, "{:?}", plan.missed);
+    assert!(plan.missed.iter().all(|m| m.reason.contains("coalesced")));
+    assert!(plan.cursor > live.cursor && plan.cursor <= now);
+
+    // Two thousand seconds down: the first 900 instants hold none of the latest,
+    // so they make no run and one record of the stretch.
+    let c = scheduled(
+        every_second,
+        "ALLOW",
+        now - chrono::TimeDelta::seconds(2000),
+    );
+    let plan = c.plan_due("a", "tick", now).unwrap().expect("a plan");
+    assert!(plan.new_run.is_none());
+    assert_eq!(plan.missed.len(), 1);
+    assert!(
+        plan.missed[0].reason.starts_with("900 instants"),
+        "{:?}",
+        plan.missed
+    );
+}
+
+#[tokio::test]
+async fn allow_runs_are_recorded_before_their_instant_and_forbid_runs_are_not() {
+    let now = Utc::now();
+    // Nothing due since the cursor (this whole second), and the next instant, the
+    // next whole second, is less than EARLY away.
+    let cursor = chrono::Timelike::with_nanosecond(&now, 0).expect("a whole second");
+    let c = scheduled("* * * * * *", "ALLOW", cursor);
+    let plan = c
+        .plan_due("a", "tick", now)
+        .unwrap()
+        .expect("an early plan");
+    let run = plan.new_run.expect("a run recorded early");
+    assert!(run.due_later_than(now).is_some(), "{run:?}");
+
+    let c = scheduled("* * * * * *", "FORBID", cursor);
+    assert!(c.plan_due("a", "tick", now).unwrap().is_none());
 }
