@@ -105,7 +105,7 @@ impl AppsServer {
                 warn!(http_logger, "the apps API stopped"; "error" => %e);
             }
         });
-        let config_advertise = config.advertise.clone();
+        let advertised = agora_sdk::advertised_address(config.advertise.as_deref(), local_addr);
         let leadership = tokio::spawn(lead_when_elected(
             config,
             logger.clone(),
@@ -113,7 +113,7 @@ impl AppsServer {
             events,
             snapshot_tx,
             route,
-            agora_sdk::advertised_address(config_advertise.as_deref(), local_addr),
+            advertised,
             stop_rx,
         ));
         info!(logger, "apps API listening"; "address" => %local_addr);

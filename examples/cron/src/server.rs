@@ -102,14 +102,14 @@ impl CronServer {
                 warn!(http_logger, "the cron API stopped"; "error" => %e);
             }
         });
-        let config_advertise = config.advertise.clone();
+        let advertised = agora_sdk::advertised_address(config.advertise.as_deref(), local_addr);
         let leadership = tokio::spawn(lead_when_elected(
             config,
             logger.clone(),
             store,
             snapshot_tx,
             route,
-            agora_sdk::advertised_address(config_advertise.as_deref(), local_addr),
+            advertised,
             stop_rx,
         ));
         info!(logger, "cron API listening"; "address" => %local_addr);
