@@ -28,6 +28,7 @@ pub const MAX_OPERATIONS: usize = 1024;
 pub const MAX_TASKS_PER_LAUNCH: usize = 1024;
 pub const MAX_TASK_GROUP: usize = 64;
 pub const MAX_RECONCILE_TASKS: usize = 100_000;
+pub const MAX_ACKNOWLEDGEMENTS: usize = 1024;
 pub const MAX_REREGISTER_TASKS: usize = 100_000;
 pub const MAX_UUID_BYTES: usize = 16;
 /// Frameworks a master keeps registered (connected or within their failover timeout).

@@ -5,13 +5,13 @@
 //! is running it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use agora_core::limits;
 use agora_proto as pb;
 use agora_proto::scheduler_client::SchedulerClient;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
 use crate::error::DriverError;
@@ -47,12 +47,15 @@ struct Shared {
     /// [`SchedulerHandle::acknowledge_in_background`]); TEARDOWN takes every permit
     /// so that it follows the acknowledgements already sent.
     acks_in_flight: Arc<Semaphore>,
+    /// Where automatic acknowledgements wait for [`send_acknowledgements`]; that
+    /// task starts with the first one.
+    ack_queue: OnceLock<mpsc::UnboundedSender<QueuedAck>>,
     /// Where failed calls are logged.
     logger: slog::Logger,
 }
 
-/// Most automatic acknowledgements outstanding at once.
-const MAX_ACKS_IN_FLIGHT: u32 = 256;
+/// Most automatic acknowledgements outstanding (queued or sent and not answered).
+const MAX_ACKS_IN_FLIGHT: u32 = 8 * limits::MAX_ACKNOWLEDGEMENTS as u32;
 
 #[derive(Default)]
 struct Link {
@@ -91,6 +94,7 @@ impl SchedulerHandle {
                 torn_down: AtomicBool::new(false),
                 request_timeout,
                 acks_in_flight: Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT as usize)),
+                ack_queue: OnceLock::new(),
                 logger,
             }),
         }
@@ -304,21 +308,34 @@ impl SchedulerHandle {
         .await
     }
 
-    /// Sends an acknowledgement without waiting for the master's answer, so that the
-    /// driver reads the next event at once; waits only while the maximum number of
-    /// acknowledgements is already in flight. A lost acknowledgement is harmless: the
-    /// agent resends the update. The agent keeps one update per task in flight, so
-    /// acknowledgements of different updates may overtake each other.
+    /// Queues an acknowledgement without waiting for the master's answer, so that
+    /// the driver reads the next event at once; waits only while the maximum number
+    /// of acknowledgements is already outstanding. One call at a time carries every
+    /// acknowledgement queued meanwhile ([`send_acknowledgements`]), so a burst of
+    /// updates costs a round trip per batch, not per update. A lost acknowledgement
+    /// is harmless: the agent resends the update.
     pub(crate) async fn acknowledge_in_background(&self, status: pb::TaskStatus) {
+        if status.uuid.is_empty() {
+            return;
+        }
         let Ok(permit) = self.shared.acks_in_flight.clone().acquire_owned().await else {
             return;
         };
-        let handle = self.clone();
-        tokio::spawn(async move {
-            // The call has logged why it failed, if it did.
-            let _ = handle.acknowledge(&status).await;
-            drop(permit);
+        let queue = self.shared.ack_queue.get_or_init(|| {
+            let (queue, outgoing) = mpsc::unbounded_channel();
+            tokio::spawn(send_acknowledgements(
+                Arc::downgrade(&self.shared),
+                outgoing,
+            ));
+            queue
         });
+        let ack = pb::call::Acknowledge {
+            agent_id: status.agent_id,
+            task_id: status.task_id,
+            uuid: status.uuid,
+        };
+        // Fails only once the sending task is gone, with the runtime.
+        let _ = queue.send((ack, permit));
     }
 
     /// RECONCILE: the master answers with an update per task (every task it knows
@@ -402,6 +419,42 @@ impl SchedulerHandle {
     }
 }
 
+/// An automatic acknowledgement, holding its place among those outstanding until
+/// the master has answered the call that carried it.
+type QueuedAck = (pb::call::Acknowledge, OwnedSemaphorePermit);
+
+/// Sends the queued acknowledgements, all that are waiting in each call (at most
+/// [`limits::MAX_ACKNOWLEDGEMENTS`]), one call at a time. Holds the handle weakly:
+/// the queue closes, and this ends, when the last handle is dropped.
+async fn send_acknowledgements(
+    shared: Weak<Shared>,
+    mut queue: mpsc::UnboundedReceiver<QueuedAck>,
+) {
+    let mut batch = Vec::new();
+    while queue
+        .recv_many(&mut batch, limits::MAX_ACKNOWLEDGEMENTS)
+        .await
+        > 0
+    {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let handle = SchedulerHandle { shared };
+        let (mut acks, permits): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        // Alone, it goes as the plain call.
+        let call = if acks.len() == 1 {
+            pb::call::Call::Acknowledge(acks.remove(0))
+        } else {
+            pb::call::Call::AcknowledgeMany(pb::call::AcknowledgeMany {
+                acknowledgements: acks,
+            })
+        };
+        // The call has logged why it failed, if it did.
+        let _ = handle.call(call).await;
+        drop(permits);
+    }
+}
+
 fn call_name(call: &pb::call::Call) -> &'static str {
     match call {
         pb::call::Call::Teardown(_) => "TEARDOWN",
@@ -411,6 +464,7 @@ fn call_name(call: &pb::call::Call) -> &'static str {
         pb::call::Call::Suppress(_) => "SUPPRESS",
         pb::call::Call::Kill(_) => "KILL",
         pb::call::Call::Acknowledge(_) => "ACKNOWLEDGE",
+        pb::call::Call::AcknowledgeMany(_) => "ACKNOWLEDGE_MANY",
         pb::call::Call::Reconcile(_) => "RECONCILE",
         pb::call::Call::Message(_) => "MESSAGE",
     }

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, that hands every subscription and call to the test body, which plays
 //! the master's part event by event.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto as pb;
@@ -11,7 +12,7 @@ use agora_sdk::{
     SchedulerHandle, TaskBuilder,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
@@ -44,6 +45,8 @@ struct FakeMaster {
     role: Role,
     subscribes: mpsc::UnboundedSender<Subscription>,
     calls: mpsc::UnboundedSender<pb::Call>,
+    /// A call is handed to the test at once, but answered only with a permit.
+    answers: Arc<Semaphore>,
 }
 
 #[tonic::async_trait]
@@ -77,6 +80,8 @@ impl SchedulerService for FakeMaster {
 
     async fn call(&self, request: Request<pb::Call>) -> Result<Response<pb::CallResponse>, Status> {
         let _ = self.calls.send(request.into_inner());
+        let permit = self.answers.acquire().await;
+        permit.map_err(|_| Status::unavailable("closed"))?.forget();
         Ok(Response::new(pb::CallResponse {}))
     }
 }
@@ -86,10 +91,17 @@ struct Master {
     addr: String,
     subscribes: mpsc::UnboundedReceiver<Subscription>,
     calls: mpsc::UnboundedReceiver<pb::Call>,
+    answers: Arc<Semaphore>,
 }
 
 impl Master {
     async fn start(role: Role) -> Master {
+        Self::start_answering(role, Semaphore::MAX_PERMITS).await
+    }
+
+    /// A master that answers only `answers` calls until [`Master::answer`] allows more.
+    async fn start_answering(role: Role, answers: usize) -> Master {
+        let answers = Arc::new(Semaphore::new(answers));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (subscribes_tx, subscribes) = mpsc::unbounded_channel();
@@ -98,6 +110,7 @@ impl Master {
             role,
             subscribes: subscribes_tx,
             calls: calls_tx,
+            answers: answers.clone(),
         });
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -108,7 +121,12 @@ impl Master {
             addr,
             subscribes,
             calls,
+            answers,
         }
+    }
+
+    fn answer(&self, calls: usize) {
+        self.answers.add_permits(calls);
     }
 
     async fn next_subscribe(&mut self) -> Subscription {
@@ -363,6 +381,63 @@ async fn updates_with_a_uuid_are_acknowledged_after_the_callback() {
         Ok(Seen::Update("unreliable".into()))
     );
     assert_eq!(running.seen.try_recv(), Ok(Seen::Update("reliable".into())));
+
+    running.handle.stop();
+    assert_eq!(running.finish().await, Ok(()));
+}
+
+/// While one acknowledgement waits for the master's answer, the next ones queue
+/// and then go out together, in order, in one ACKNOWLEDGE_MANY.
+#[tokio::test]
+async fn acknowledgements_queued_behind_an_unanswered_one_go_out_together() {
+    let mut master = Master::start_answering(Role::Leader, 0).await;
+    let mut running = start(config(vec![master.addr.clone()]));
+    let sub = master.next_subscribe().await;
+    sub.events
+        .send(subscribed("fw-1", "stream-1", 15.0))
+        .await
+        .unwrap();
+    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+
+    sub.events.send(update("first", &[1; 16])).await.unwrap();
+    let call = master.next_call().await;
+    assert!(
+        matches!(&call.call, Some(pb::call::Call::Acknowledge(ack)) if ack.uuid == [1; 16]),
+        "{:?}",
+        call.call
+    );
+    for (task, uuid) in [("second", 2), ("third", 3), ("fourth", 4)] {
+        sub.events.send(update(task, &[uuid; 16])).await.unwrap();
+    }
+    // The driver handles events one by one, each update's acknowledgement queued
+    // before the next event: once "last" (no uuid) is seen, all three are queued.
+    sub.events.send(update("last", b"")).await.unwrap();
+    loop {
+        if running.next_seen().await == Seen::Update("last".into()) {
+            break;
+        }
+    }
+    assert!(master.calls.try_recv().is_err(), "sent before the answer");
+
+    master.answer(2);
+    let call = master.next_call().await;
+    let Some(pb::call::Call::AcknowledgeMany(many)) = call.call else {
+        panic!("expected ACKNOWLEDGE_MANY, got {:?}", call.call);
+    };
+    assert_eq!(call.stream_id, "stream-1");
+    let acked: Vec<(String, u8)> = many
+        .acknowledgements
+        .iter()
+        .map(|a| (a.task_id.clone().unwrap().value, a.uuid[0]))
+        .collect();
+    assert_eq!(
+        acked,
+        [
+            ("second".to_string(), 2),
+            ("third".to_string(), 3),
+            ("fourth".to_string(), 4)
+        ]
+    );
 
     running.handle.stop();
     assert_eq!(running.finish().await, Ok(()));

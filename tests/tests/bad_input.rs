@@ -507,3 +507,87 @@ async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() 
     master_still_serves(&cluster, Some(&mut fw)).await;
     cluster.shutdown().await;
 }
+
+/// ACKNOWLEDGE_MANY: a malformed or oversized batch is refused whole; a good one
+/// acknowledges each update (each task's next update comes only then); one naming
+/// an unknown agent is answered NOT_FOUND while the rest still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledge_many_acknowledges_each_and_refuses_malformed_batches() {
+    let cluster = cluster().await;
+    let mut fw = framework(&cluster).await;
+    fw.auto_acknowledge = false;
+    let offers = fw.next_offers().await;
+    let (offer, agent) = offer_parts(&offers[0]);
+    fw.accept(
+        vec![offer],
+        vec![
+            shell_task("a", &agent, "true", "cpus:0.1;mem:32"),
+            shell_task("b", &agent, "true", "cpus:0.1;mem:32"),
+        ],
+    )
+    .await
+    .expect("ACCEPT");
+    let ack = |status: &pb::TaskStatus| pb::call::Acknowledge {
+        agent_id: status.agent_id.clone(),
+        task_id: status.task_id.clone(),
+        uuid: status.uuid.clone(),
+    };
+    let many = |acknowledgements| {
+        pb::call::Call::AcknowledgeMany(pb::call::AcknowledgeMany { acknowledgements })
+    };
+    let mut a = fw.next_update("a").await;
+    let mut b = fw.next_update("b").await;
+
+    let short_uuid = pb::call::Acknowledge {
+        uuid: vec![1, 2, 3],
+        ..ack(&a)
+    };
+    let refused = fw
+        .call(many(vec![ack(&a), short_uuid]))
+        .await
+        .expect_err("a batch with a malformed acknowledgement is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("uuid"), "{refused:?}");
+    let refused = fw
+        .call(many(vec![ack(&a); 1025]))
+        .await
+        .expect_err("more than 1024 acknowledgements are refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("acknowledge_many.acknowledgements"),
+        "{refused:?}"
+    );
+
+    // Each task ends only if every one of its updates is acknowledged.
+    loop {
+        let stranger = pb::call::Acknowledge {
+            agent_id: Some(pb::AgentId {
+                value: "no-such-agent".into(),
+            }),
+            ..ack(&a)
+        };
+        match fw.call(many(vec![ack(&a), stranger, ack(&b)])).await {
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                assert!(e.message().contains("no-such-agent"), "{e:?}");
+            }
+            other => panic!("the unknown agent is not named: {other:?}"),
+        }
+        let a_ended = agora_core::task_state::is_terminal_raw(a.state);
+        let b_ended = agora_core::task_state::is_terminal_raw(b.state);
+        if a_ended && b_ended {
+            break;
+        }
+        if !a_ended {
+            a = fw.next_update("a").await;
+        }
+        if !b_ended {
+            b = fw.next_update("b").await;
+        }
+    }
+    assert_eq!(a.state(), pb::TaskState::TaskFinished);
+    assert_eq!(b.state(), pb::TaskState::TaskFinished);
+    master_still_serves(&cluster, Some(&mut fw)).await;
+    cluster.shutdown().await;
+}

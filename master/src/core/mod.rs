@@ -538,6 +538,7 @@ impl MasterCore {
             C::Suppress(suppress) => self.suppress(&framework_id, &suppress.roles),
             C::Kill(kill) => self.kill(&framework_id, kill),
             C::Acknowledge(ack) => self.acknowledge(&framework_id, ack),
+            C::AcknowledgeMany(many) => self.acknowledge_many(&framework_id, many),
             C::Reconcile(reconcile) => self.reconcile(&framework_id, reconcile),
             C::Message(message) => self.framework_message(&framework_id, message),
         }
@@ -730,6 +731,7 @@ fn view_tracks(command: &Command) -> bool {
             Some(
                 C::Decline(_)
                 | C::Acknowledge(_)
+                | C::AcknowledgeMany(_)
                 | C::Kill(_)
                 | C::Reconcile(_)
                 | C::Message(_)

@@ -15,6 +15,20 @@ fn invalid(e: limits::LimitError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// An acknowledgement names an agent and a task, and the 16-byte uuid of an update.
+fn check_acknowledgement(ack: &pb::call::Acknowledge) -> Result<(), Status> {
+    let agent_id = ack.agent_id.as_ref().map(|a| a.value.as_str());
+    let task_id = ack.task_id.as_ref().map(|t| t.value.as_str());
+    limits::id("acknowledge.agent_id", agent_id).map_err(invalid)?;
+    limits::id("acknowledge.task_id", task_id).map_err(invalid)?;
+    if ack.uuid.len() != 16 {
+        return Err(Status::invalid_argument(
+            "acknowledge.uuid must be the 16-byte uuid of the update",
+        ));
+    }
+    Ok(())
+}
+
 impl MasterCore {
     /// Adds a task to the maps and charges its resources while it is not terminal.
     pub(crate) fn insert_task(&mut self, entry: TaskEntry) {
@@ -281,19 +295,9 @@ impl MasterCore {
         framework_id: &str,
         ack: pb::call::Acknowledge,
     ) -> Result<(), Status> {
-        let agent_id = ack.agent_id.as_ref().map(|a| a.value.as_str());
-        let task_id = ack.task_id.as_ref().map(|t| t.value.as_str());
-        limits::id("acknowledge.agent_id", agent_id).map_err(invalid)?;
-        limits::id("acknowledge.task_id", task_id).map_err(invalid)?;
-        if ack.uuid.len() != 16 {
-            return Err(Status::invalid_argument(
-                "acknowledge.uuid must be the 16-byte uuid of the update",
-            ));
-        }
-        let (agent_id, task_id) = (
-            agent_id.unwrap_or_default().to_string(),
-            task_id.unwrap_or_default().to_string(),
-        );
+        check_acknowledgement(&ack)?;
+        let agent_id = id_of(&ack.agent_id);
+        let task_id = id_of(&ack.task_id);
         if !self.agents.contains_key(&agent_id) {
             return Err(Status::not_found(format!(
                 "agent '{agent_id}' is not known to the master"
@@ -318,6 +322,39 @@ impl MasterCore {
             self.retire_task(framework_id, &task_id);
         }
         Ok(())
+    }
+
+    /// ACKNOWLEDGE_MANY: each acknowledgement handled as ACKNOWLEDGE would. A
+    /// malformed one refuses the whole call before any is applied; those naming an
+    /// agent the master does not know are skipped and named in the answer.
+    pub(super) fn acknowledge_many(
+        &mut self,
+        framework_id: &str,
+        many: pb::call::AcknowledgeMany,
+    ) -> Result<(), Status> {
+        let acks = many.acknowledgements;
+        limits::count(
+            "acknowledge_many.acknowledgements",
+            acks.len(),
+            limits::MAX_ACKNOWLEDGEMENTS,
+        )
+        .map_err(invalid)?;
+        for ack in &acks {
+            check_acknowledgement(ack)?;
+        }
+        let mut unknown_agents = Vec::new();
+        for ack in acks {
+            if let Err(status) = self.acknowledge(framework_id, ack) {
+                unknown_agents.push(status.message().to_string());
+            }
+        }
+        match unknown_agents.first() {
+            None => Ok(()),
+            Some(first) => Err(Status::not_found(format!(
+                "{} of the acknowledgements were skipped: {first}",
+                unknown_agents.len()
+            ))),
+        }
     }
 
     pub(super) fn kill(&mut self, framework_id: &str, kill: pb::call::Kill) -> Result<(), Status> {
