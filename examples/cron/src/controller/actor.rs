@@ -19,6 +19,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use slog::{Logger, info, warn};
 use tokio::sync::{mpsc, watch};
 
+use super::calls::{CallLane, LaneCall};
 use super::{Command, Snapshot};
 use crate::config::CronConfig;
 use crate::dag;
@@ -100,6 +101,18 @@ impl LiveSchedule {
         self.spec.enabled && self.spec.concurrency_policy == "ALLOW"
     }
 
+    /// When the controller must next look at it: at its next instant, or [`EARLY`]
+    /// before it when its run is recorded early. A disabled schedule is looked at
+    /// too, to move its cursor on.
+    fn attention_at(&self) -> Option<DateTime<Utc>> {
+        let next = self.next?;
+        Some(if self.records_early() {
+            next - EARLY
+        } else {
+            next
+        })
+    }
+
     fn new(spec: ScheduleSpec, cursor: DateTime<Utc>) -> LiveSchedule {
         let parsed = Schedule::parse(&spec.cron, &spec.timezone).ok();
         let next = parsed.as_ref().and_then(|p| p.next_after(cursor));
@@ -124,6 +137,9 @@ pub struct Controller {
     dependents: HashMap<String, BTreeSet<String>>,
     /// Per job, per schedule id.
     schedules: BTreeMap<String, BTreeMap<String, LiveSchedule>>,
+    /// The earliest [`LiveSchedule::attention_at`] over `schedules`, once computed;
+    /// every change to `schedules` resets it to `None`.
+    schedules_wake: Option<Option<DateTime<Utc>>>,
     /// Every run still known, per job, by run id (finished ones are the history).
     runs: BTreeMap<String, BTreeMap<String, JobRun>>,
     stats: HashMap<String, Stats>,
@@ -160,6 +176,19 @@ pub struct Controller {
     publish_pending: bool,
     /// Answers sent once the reaction to their command is published.
     replies: Vec<Box<dyn FnOnce() + Send + Sync>>,
+    /// Where DECLINE, REVIVE, SUPPRESS and KILL go, in order and unawaited; present
+    /// exactly while `driver` is.
+    calls: Option<CallLane>,
+    /// ACCEPT calls in flight; each answers with its tasks' ids.
+    accepts: tokio::task::JoinSet<AcceptOutcome>,
+}
+
+/// How one ACCEPT went.
+struct AcceptOutcome {
+    /// The tasks it launched.
+    task_ids: Vec<String>,
+    /// Why the master refused it, or the call failed.
+    error: Option<String>,
 }
 
 impl Controller {
@@ -226,6 +255,7 @@ impl Controller {
             dependents: dependents_of(&jobs),
             jobs,
             schedules,
+            schedules_wake: None,
             runs,
             stats: loaded.stats.into_iter().collect(),
             missed,
@@ -245,6 +275,8 @@ impl Controller {
             publish_every: PUBLISH_EVERY,
             publish_pending: false,
             replies: Vec::new(),
+            calls: None,
+            accepts: tokio::task::JoinSet::new(),
         }
     }
 
@@ -266,6 +298,9 @@ impl Controller {
                     Some(event) => self.on_driver_event(event).await,
                     None => break,
                 },
+                Some(done) = self.accepts.join_next(), if !self.accepts.is_empty() => {
+                    self.on_accept_outcome(done);
+                }
                 _ = tokio::time::sleep(wake) => {}
                 _ = crate::until(&mut stop, true) => break,
             }
@@ -285,8 +320,20 @@ impl Controller {
         }
     }
 
+    /// The earliest instant a schedule wants the controller: computed once per
+    /// change of `schedules` rather than on every reaction of a burst.
+    fn schedules_wake(&mut self) -> Option<DateTime<Utc>> {
+        *self.schedules_wake.get_or_insert_with(|| {
+            self.schedules
+                .values()
+                .flat_map(|s| s.values())
+                .filter_map(LiveSchedule::attention_at)
+                .min()
+        })
+    }
+
     /// How long until the next schedule is due (at most a tick).
-    fn next_wake(&self) -> Duration {
+    fn next_wake(&mut self) -> Duration {
         let now = Utc::now();
         let mut wake = if self.publish_pending {
             self.publish_every
@@ -296,18 +343,8 @@ impl Controller {
         for at in self.retry_at.values() {
             wake = wake.min((*at - now).to_std().unwrap_or(Duration::ZERO));
         }
-        for schedule in self.schedules.values().flat_map(|s| s.values()) {
-            if schedule.spec.enabled
-                && let Some(next) = schedule.next
-            {
-                let at = if schedule.records_early() {
-                    next - EARLY
-                } else {
-                    next
-                };
-                let until = (at - now).to_std().unwrap_or(Duration::ZERO);
-                wake = wake.min(until);
-            }
+        if let Some(at) = self.schedules_wake() {
+            wake = wake.min((at - now).to_std().unwrap_or(Duration::ZERO));
         }
         if let Some((at, _, _)) = self.early.first() {
             wake = wake.min((*at - now).to_std().unwrap_or(Duration::ZERO));
@@ -333,7 +370,7 @@ impl Controller {
         }
         self.fire_due().await;
         self.release_early_runs().await;
-        self.offer_interest().await;
+        self.offer_interest();
         let writes = std::mem::take(&mut self.pending_writes);
         if let Err(e) = self.store.write(writes.clone()).await {
             // Kept, ahead of anything newer, for the next reaction: a run's outcome
@@ -590,6 +627,7 @@ impl Controller {
             added.push(spec);
         }
         self.store.write(writes).await?;
+        self.schedules_wake = None;
         if let Some(live) = self.schedules.get_mut(&job.id) {
             for sid in removed {
                 live.remove(&sid);
@@ -640,7 +678,7 @@ impl Controller {
             )));
         }
         for run in &active {
-            self.kill_run_task(run).await;
+            self.kill_run_task(run);
         }
         let mut writes = vec![Write::Delete(job_key(id)), Write::Delete(stats_key(id))];
         for sid in self.schedules.get(id).into_iter().flat_map(|s| s.keys()) {
@@ -663,6 +701,7 @@ impl Controller {
         let removed = self.jobs.remove(id);
         self.index_dependencies(id, removed.as_ref(), None);
         self.schedules.remove(id);
+        self.schedules_wake = None;
         self.runs.remove(id);
         self.stats.remove(id);
         self.missed.remove(id);
@@ -706,6 +745,7 @@ impl Controller {
             .await?;
         let live = LiveSchedule::new(spec.clone(), now);
         spec.next_run_at = live.next.filter(|_| spec.enabled).map(rfc3339);
+        self.schedules_wake = None;
         self.schedules
             .entry(job_id.to_string())
             .or_default()
@@ -732,6 +772,7 @@ impl Controller {
         if let Some(s) = self.schedules.get_mut(job_id) {
             s.remove(schedule_id);
         }
+        self.schedules_wake = None;
         Ok(())
     }
 
@@ -825,7 +866,7 @@ impl Controller {
             // Not launched: it ends here.
             self.finish_run(job_id, run_id, RunStatus::Failed);
         } else {
-            self.kill_run_task(&run).await;
+            self.kill_run_task(&run);
         }
         Ok(self
             .runs
@@ -842,15 +883,15 @@ impl Controller {
     /// missed records (the others), written atomically with the moved cursor.
     async fn fire_due(&mut self) {
         let now = Utc::now();
+        if self.schedules_wake().is_none_or(|at| at > now) {
+            return;
+        }
         let due: Vec<(String, String)> = self
             .schedules
             .iter()
             .flat_map(|(job, s)| {
                 s.iter()
-                    .filter(|(_, l)| {
-                        l.next
-                            .is_some_and(|n| n <= now || (l.records_early() && n - EARLY <= now))
-                    })
+                    .filter(|(_, l)| l.attention_at().is_some_and(|at| at <= now))
                     .map(move |(sid, _)| (job.clone(), sid.clone()))
             })
             .collect();
@@ -917,6 +958,7 @@ impl Controller {
             {
                 live.cursor = plan.cursor;
                 live.next = live.parsed.as_ref().and_then(|p| p.next_after(plan.cursor));
+                self.schedules_wake = None;
             }
             self.note_missed(&plan.job_id, plan.missed);
             for run in plan.replace {
@@ -1208,6 +1250,7 @@ impl Controller {
                     self.save_framework_id().await;
                 }
                 self.driver = Some(handle.clone());
+                self.calls = Some(CallLane::start(handle.clone()));
                 self.suppressed = false;
                 self.revive_needed = true;
                 self.reconcile(&handle).await;
@@ -1218,7 +1261,10 @@ impl Controller {
                     .retain(|o| o.id.as_ref() != Some(&offer_id));
             }
             DriverEvent::Update(status) => self.on_update(status).await,
-            DriverEvent::Disconnected => self.driver = None,
+            DriverEvent::Disconnected => {
+                self.driver = None;
+                self.calls = None;
+            }
         }
     }
 
@@ -1269,22 +1315,47 @@ impl Controller {
         }
     }
 
-    async fn kill_run_task(&self, run: &JobRun) {
-        let (Some(driver), Some(task)) = (&self.driver, run.tasks.last()) else {
+    /// The answer to one ACCEPT. A refused one puts its runs back to INITIAL, unless
+    /// they moved on meanwhile (an update came, or they were stopped).
+    fn on_accept_outcome(&mut self, done: Result<AcceptOutcome, tokio::task::JoinError>) {
+        let (task_ids, error) = match done {
+            Ok(AcceptOutcome { error: None, .. }) => return,
+            Ok(AcceptOutcome {
+                task_ids,
+                error: Some(error),
+            }) => (task_ids, error),
+            // Only a panic ends an ACCEPT task without an outcome (the set is
+            // aborted only with the controller). Whether the master saw the call
+            // is unknown, so its runs stay STARTING: an update, or the next
+            // reconciliation, tells.
+            Err(e) => {
+                warn!(self.logger, "an ACCEPT task failed"; "error" => %e);
+                return;
+            }
+        };
+        warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => error);
+        for task_id in task_ids {
+            if let Some((job, run, attempt)) = parse_task_id(&task_id)
+                && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
+                && r.attempts == attempt
+                && r.status == RunStatus::Starting
+            {
+                r.status = RunStatus::Initial;
+                self.revive_needed = true;
+            }
+        }
+    }
+
+    fn kill_run_task(&self, run: &JobRun) {
+        let (Some(calls), Some(task)) = (&self.calls, run.tasks.last()) else {
             return;
         };
-        let agent = task.agent_id.clone().map(|value| pb::AgentId { value });
-        if let Err(e) = driver
-            .kill(
-                pb::TaskId {
-                    value: task.id.clone(),
-                },
-                agent,
-            )
-            .await
-        {
-            warn!(self.logger, "kill failed"; "task" => &task.id, "error" => %e);
-        }
+        calls.send(LaneCall::Kill {
+            task_id: pb::TaskId {
+                value: task.id.clone(),
+            },
+            agent_id: task.agent_id.clone().map(|value| pb::AgentId { value }),
+        });
     }
 
     async fn on_update(&mut self, status: pb::TaskStatus) {
@@ -1297,10 +1368,11 @@ impl Controller {
             (r.attempts == *attempt && !r.status.is_finished()).then(|| (job.clone(), run.clone()))
         });
         let Some((job_id, run_id)) = current else {
-            if !ended && let Some(driver) = &self.driver {
-                let _ = driver
-                    .kill(pb::TaskId { value: task_id }, status.agent_id.clone())
-                    .await;
+            if !ended && let Some(calls) = &self.calls {
+                calls.send(LaneCall::Kill {
+                    task_id: pb::TaskId { value: task_id },
+                    agent_id: status.agent_id.clone(),
+                });
             }
             return;
         };
@@ -1545,22 +1617,32 @@ impl Controller {
         waiting.into_iter().map(|(_, j, r)| (j, r)).collect()
     }
 
-    async fn offer_interest(&mut self) {
-        let Some(driver) = self.driver.clone() else {
+    fn decline(&self, offer_ids: Vec<pb::OfferId>, filters: Option<pb::Filters>) {
+        if let Some(calls) = &self.calls {
+            calls.send(LaneCall::Decline { offer_ids, filters });
+        }
+    }
+
+    fn offer_interest(&mut self) {
+        let Some(calls) = &self.calls else {
             return;
         };
+        let (revive_failed, suppress_failed) = calls.take_failures();
+        self.revive_needed |= revive_failed;
+        self.suppressed &= !suppress_failed;
         let wants = self
             .runs
             .values()
             .flat_map(|r| r.values())
             .any(|r| r.status == RunStatus::Initial);
         let roles = vec![self.config.role.clone()];
+        // Assumed to succeed; a failure reported by the lane asks again.
         if wants && (self.suppressed || self.revive_needed) {
-            if driver.revive(roles).await.is_ok() {
-                self.suppressed = false;
-                self.revive_needed = false;
-            }
-        } else if !wants && !self.suppressed && driver.suppress(roles).await.is_ok() {
+            calls.send(LaneCall::Revive { roles });
+            self.suppressed = false;
+            self.revive_needed = false;
+        } else if !wants && !self.suppressed {
+            calls.send(LaneCall::Suppress { roles });
             self.suppressed = true;
         }
     }
@@ -1592,7 +1674,7 @@ impl Controller {
                 REFUSE_WHILE_WAITING
             };
             let ids: Vec<pb::OfferId> = offers.iter().filter_map(|o| o.id.clone()).collect();
-            let _ = driver.decline(ids, refuse(seconds)).await;
+            self.decline(ids, refuse(seconds));
             return;
         }
         let mut rooms: Vec<Option<OfferResources>> =
@@ -1664,14 +1746,13 @@ impl Controller {
                 }
             }
             let ids: Vec<pb::OfferId> = offers.iter().filter_map(|o| o.id.clone()).collect();
-            let _ = driver.decline(ids, refuse(REFUSE_WHILE_WAITING)).await;
+            self.decline(ids, refuse(REFUSE_WHILE_WAITING));
             return;
         }
         let mut declined = Vec::new();
-        // One ACCEPT per offer, all in flight at once: a burst over many agents
-        // must not wait for the master's answers one after the other.
-        let mut accepts = tokio::task::JoinSet::new();
-        let mut launching: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
+        // One ACCEPT per offer, all in flight at once and none awaited here: a
+        // burst over many agents must not wait for the master's answers one after
+        // the other, nor hold back the updates of the tasks already running.
         for (offer, tasks) in offers.iter().zip(tasks) {
             let Some(offer_id) = offer.id.clone() else {
                 continue;
@@ -1693,32 +1774,18 @@ impl Controller {
                 })
                 .collect();
             let driver = driver.clone();
-            let call = accepts.spawn(async move {
-                driver
+            self.accepts.spawn(async move {
+                let result = driver
                     .accept(vec![offer_id], operations, refuse(REFUSE_WHILE_WAITING))
-                    .await
-            });
-            launching.insert(call.id(), task_ids);
-        }
-        while let Some(done) = accepts.join_next_with_id().await {
-            let (id, error) = match done {
-                Ok((_, Ok(_))) => continue,
-                Ok((id, Err(e))) => (id, e.to_string()),
-                Err(e) => (e.id(), e.to_string()),
-            };
-            warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => error);
-            for task_id in launching.remove(&id).unwrap_or_default() {
-                if let Some((job, run, attempt)) = parse_task_id(&task_id)
-                    && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
-                    && r.attempts == attempt
-                {
-                    r.status = RunStatus::Initial;
-                    self.revive_needed = true;
+                    .await;
+                AcceptOutcome {
+                    task_ids,
+                    error: result.err().map(|e| e.to_string()),
                 }
-            }
+            });
         }
         if !declined.is_empty() {
-            let _ = driver.decline(declined, refuse(REFUSE_WHILE_WAITING)).await;
+            self.decline(declined, refuse(REFUSE_WHILE_WAITING));
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::model::{JobSpec, ScheduleSpec};
 use crate::state::{History, JobRun};
 
 pub mod actor;
+mod calls;
 
 pub use actor::Controller;
 
