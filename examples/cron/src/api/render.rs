@@ -77,7 +77,7 @@ pub(crate) fn job_info(spec: &JobSpec, snapshot: &Snapshot, embeds: Embeds) -> V
         let runs = snapshot
             .active_runs
             .get(&spec.id)
-            .map(|runs| runs.iter().map(run).collect())
+            .map(|runs| runs.iter().map(|r| run(r)).collect())
             .unwrap_or_default();
         object.insert("activeRuns".into(), Value::Array(runs));
     }
@@ -157,12 +157,16 @@ pub(crate) fn history(history: &History) -> Value {
         history
             .successful_finished_runs
             .iter()
-            .map(finished)
+            .map(|r| finished(r))
             .collect(),
     );
     value.insert(
         "failedFinishedRuns".into(),
-        history.failed_finished_runs.iter().map(finished).collect(),
+        history
+            .failed_finished_runs
+            .iter()
+            .map(|r| finished(r))
+            .collect(),
     );
     value.insert("missed".into(), to_json(&history.missed));
     Value::Object(value)

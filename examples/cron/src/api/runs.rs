@@ -25,7 +25,7 @@ pub(crate) async fn list(
     let runs: Vec<Value> = snapshot
         .active_runs
         .get(&id)
-        .map(|runs| runs.iter().map(render::run).collect())
+        .map(|runs| runs.iter().map(|run| render::run(run)).collect())
         .unwrap_or_default();
     Ok(Json(runs).into_response())
 }

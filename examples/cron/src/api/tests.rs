@@ -70,7 +70,7 @@ impl Fake {
                         }
                         s.schedules.insert(job.id.clone(), schedules);
                     }
-                    s.jobs.insert(job.id.clone(), (*job).clone());
+                    s.jobs.insert(job.id.clone(), Arc::new((*job).clone()));
                     Ok((*job).clone())
                 });
                 let _ = reply.send(answer);
@@ -97,6 +97,7 @@ impl Fake {
                     s.history.remove(&id);
                     s.jobs
                         .remove(&id)
+                        .map(|job| (*job).clone())
                         .ok_or_else(|| CronError::NotFound(format!("Job '{id}' does not exist")))
                 });
                 let _ = reply.send(answer);
@@ -176,7 +177,7 @@ impl Fake {
                     s.active_runs
                         .entry(job_id.clone())
                         .or_default()
-                        .push(run.clone());
+                        .push(Arc::new(run.clone()));
                     Ok(run)
                 });
                 let _ = reply.send(answer);
@@ -195,7 +196,7 @@ impl Fake {
                     let at = active.iter().position(|r| r.id == run_id).ok_or_else(|| {
                         CronError::NotFound(format!("JobRun '{run_id}' does not exist"))
                     })?;
-                    let mut stopped = active.remove(at);
+                    let mut stopped = JobRun::clone(&active.remove(at));
                     stopped.status = RunStatus::Failed;
                     stopped.completed_at = Some("2030-01-01T00:01:00.000+0000".into());
                     for task in &mut stopped.tasks {
@@ -205,7 +206,7 @@ impl Fake {
                     let history = s.history.entry(job_id.clone()).or_default();
                     history.failure_count += 1;
                     history.last_failure_at = stopped.completed_at.clone();
-                    history.failed_finished_runs.push(stopped.clone());
+                    history.failed_finished_runs.push(Arc::new(stopped.clone()));
                     Ok(stopped)
                 });
                 let _ = reply.send(answer);
@@ -590,10 +591,10 @@ async fn embeds_add_active_runs_schedules_history_and_summary() {
                 failure_count: 0,
                 last_success_at: Some("2030-01-01T00:05:00.000+0000".into()),
                 last_failure_at: None,
-                successful_finished_runs: vec![JobRun {
+                successful_finished_runs: vec![Arc::new(JobRun {
                     completed_at: Some("2030-01-01T00:05:00.000+0000".into()),
                     ..ok
-                }],
+                })],
                 failed_finished_runs: Vec::new(),
                 missed: vec![MissedRun {
                     schedule_id: "nightly".into(),

@@ -80,7 +80,7 @@ struct DuePlan {
     missed: Vec<MissedRun>,
     new_run: Option<JobRun>,
     /// Active runs a REPLACE schedule stops.
-    replace: Vec<JobRun>,
+    replace: Vec<Arc<JobRun>>,
     cursor: DateTime<Utc>,
 }
 
@@ -131,7 +131,7 @@ pub struct Controller {
     store: CronStore,
     snapshot: watch::Sender<Arc<Snapshot>>,
     http_address: String,
-    jobs: BTreeMap<String, JobSpec>,
+    jobs: BTreeMap<String, Arc<JobSpec>>,
     /// The jobs that depend on each job (parent id → child ids). Invariant: exactly
     /// what `jobs`' dependencies say (`index_dependencies` keeps it so).
     dependents: HashMap<String, BTreeSet<String>>,
@@ -141,7 +141,10 @@ pub struct Controller {
     /// every change to `schedules` resets it to `None`.
     schedules_wake: Option<Option<DateTime<Utc>>>,
     /// Every run still known, per job, by run id (finished ones are the history).
-    runs: BTreeMap<String, BTreeMap<String, JobRun>>,
+    /// Shared with the published snapshots: a run is copied when changed
+    /// (`Arc::make_mut`) only while a snapshot still holds it, so a snapshot costs
+    /// a handle per run rather than a copy of every run.
+    runs: BTreeMap<String, BTreeMap<String, Arc<JobRun>>>,
     stats: HashMap<String, Stats>,
     missed: HashMap<String, Vec<MissedRun>>,
     /// Runs waiting before their next attempt (ON_FAILURE backoff).
@@ -222,7 +225,7 @@ impl Controller {
                 .or_default()
                 .insert(spec.id.clone(), LiveSchedule::new(spec, cursor));
         }
-        let mut runs: BTreeMap<String, BTreeMap<String, JobRun>> = BTreeMap::new();
+        let mut runs: BTreeMap<String, BTreeMap<String, Arc<JobRun>>> = BTreeMap::new();
         let mut early = BTreeSet::new();
         let mut retry_at = HashMap::new();
         for run in loaded.runs {
@@ -238,10 +241,13 @@ impl Controller {
             }
             runs.entry(run.job_id.clone())
                 .or_default()
-                .insert(run.id.clone(), run);
+                .insert(run.id.clone(), Arc::new(run));
         }
-        let jobs: BTreeMap<String, JobSpec> =
-            loaded.jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
+        let jobs: BTreeMap<String, Arc<JobSpec>> = loaded
+            .jobs
+            .into_iter()
+            .map(|j| (j.id.clone(), Arc::new(j)))
+            .collect();
         let mut missed: HashMap<String, Vec<MissedRun>> = HashMap::new();
         for (job, m) in loaded.missed {
             missed.entry(job).or_default().push(m);
@@ -417,7 +423,7 @@ impl Controller {
         let mut active_runs = BTreeMap::new();
         let mut history = BTreeMap::new();
         for (job, runs) in &self.runs {
-            let active: Vec<JobRun> = runs
+            let active: Vec<Arc<JobRun>> = runs
                 .values()
                 .filter(|r| !r.status.is_finished())
                 .cloned()
@@ -428,7 +434,7 @@ impl Controller {
         }
         for job in self.jobs.keys() {
             let stats = self.stats.get(job).cloned().unwrap_or_default();
-            let finished: Vec<&JobRun> = self
+            let finished: Vec<&Arc<JobRun>> = self
                 .runs
                 .get(job)
                 .into_iter()
@@ -445,12 +451,12 @@ impl Controller {
                     successful_finished_runs: finished
                         .iter()
                         .filter(|r| r.status == RunStatus::Success)
-                        .map(|r| (*r).clone())
+                        .map(|r| Arc::clone(r))
                         .collect(),
                     failed_finished_runs: finished
                         .iter()
                         .filter(|r| r.status == RunStatus::Failed)
-                        .map(|r| (*r).clone())
+                        .map(|r| Arc::clone(r))
                         .collect(),
                     missed: self.missed.get(job).cloned().unwrap_or_default(),
                 },
@@ -639,8 +645,8 @@ impl Controller {
                 .or_default()
                 .insert(spec.id.clone(), LiveSchedule::new(spec, now));
         }
-        let replaced = self.jobs.insert(job.id.clone(), job.clone());
-        self.index_dependencies(&job.id, replaced.as_ref(), Some(&job));
+        let replaced = self.jobs.insert(job.id.clone(), Arc::new(job.clone()));
+        self.index_dependencies(&job.id, replaced.as_deref(), Some(&job));
         info!(self.logger, "job stored"; "job" => &job.id);
         Ok(job)
     }
@@ -653,7 +659,7 @@ impl Controller {
         let Some(job) = self.jobs.get(id).cloned() else {
             return Err(Self::not_found(id));
         };
-        let active: Vec<JobRun> = self
+        let active: Vec<Arc<JobRun>> = self
             .runs
             .get(id)
             .into_iter()
@@ -699,13 +705,13 @@ impl Controller {
         }
         self.store.write(writes).await?;
         let removed = self.jobs.remove(id);
-        self.index_dependencies(id, removed.as_ref(), None);
+        self.index_dependencies(id, removed.as_deref(), None);
         self.schedules.remove(id);
         self.schedules_wake = None;
         self.runs.remove(id);
         self.stats.remove(id);
         self.missed.remove(id);
-        Ok(job)
+        Ok(JobSpec::clone(&job))
     }
 
     async fn put_schedule(
@@ -847,7 +853,7 @@ impl Controller {
         self.runs
             .entry(run.job_id.clone())
             .or_default()
-            .insert(run.id.clone(), run);
+            .insert(run.id.clone(), Arc::new(run));
         self.revive_needed = true;
     }
 
@@ -858,7 +864,7 @@ impl Controller {
             )));
         };
         if run.status.is_finished() {
-            return Ok(run);
+            return Ok(JobRun::clone(&run));
         }
         self.stopping
             .insert((job_id.to_string(), run_id.to_string()));
@@ -872,8 +878,7 @@ impl Controller {
             .runs
             .get(job_id)
             .and_then(|r| r.get(run_id))
-            .cloned()
-            .unwrap_or(run))
+            .map_or_else(|| JobRun::clone(&run), |now| JobRun::clone(now)))
     }
 
     // ------------------------------------------------------------ schedules
@@ -1026,7 +1031,7 @@ impl Controller {
                 .rev()
                 .find(|t| now - **t <= deadline)
                 .copied();
-            let active: Vec<JobRun> = self
+            let active: Vec<Arc<JobRun>> = self
                 .runs
                 .get(job_id)
                 .into_iter()
@@ -1108,7 +1113,7 @@ impl Controller {
         sid: &str,
         new_run: Option<JobRun>,
         missed: Vec<MissedRun>,
-        replace: Vec<JobRun>,
+        replace: Vec<Arc<JobRun>>,
         cursor: DateTime<Utc>,
     ) -> Result<DuePlan, CronError> {
         let mut writes = Vec::new();
@@ -1336,7 +1341,11 @@ impl Controller {
         warn!(self.logger, "launch failed; the runs wait for another offer"; "error" => error);
         for task_id in task_ids {
             if let Some((job, run, attempt)) = parse_task_id(&task_id)
-                && let Some(r) = self.runs.get_mut(&job).and_then(|r| r.get_mut(&run))
+                && let Some(r) = self
+                    .runs
+                    .get_mut(&job)
+                    .and_then(|r| r.get_mut(&run))
+                    .map(Arc::make_mut)
                 && r.attempts == attempt
                 && r.status == RunStatus::Starting
             {
@@ -1377,7 +1386,12 @@ impl Controller {
             return;
         };
         let now = rfc3339(Utc::now());
-        let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) else {
+        let Some(run) = self
+            .runs
+            .get_mut(&job_id)
+            .and_then(|r| r.get_mut(&run_id))
+            .map(Arc::make_mut)
+        else {
             return;
         };
         let never_ran = run.status == RunStatus::Starting;
@@ -1417,7 +1431,12 @@ impl Controller {
             );
         if lost_before_start && !stopped {
             // Never ran: launch it again, not a failure.
-            if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+            if let Some(run) = self
+                .runs
+                .get_mut(&job_id)
+                .and_then(|r| r.get_mut(&run_id))
+                .map(Arc::make_mut)
+            {
                 run.status = RunStatus::Initial;
             }
             self.revive_needed = true;
@@ -1437,7 +1456,12 @@ impl Controller {
                 Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(MAX_RETRY_DELAY);
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             self.retry_at.insert(key, at);
-            if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+            if let Some(run) = self
+                .runs
+                .get_mut(&job_id)
+                .and_then(|r| r.get_mut(&run_id))
+                .map(Arc::make_mut)
+            {
                 run.status = RunStatus::Initial;
                 run.retry_not_before = Some(rfc3339(at));
                 if let Ok(record) = Write::json(run_key(&job_id, &run_id), &*run) {
@@ -1467,7 +1491,12 @@ impl Controller {
     /// Ends a run: its record, the job's counters, the history's length, dependents.
     fn finish_run(&mut self, job_id: &str, run_id: &str, outcome: RunStatus) {
         let now = Utc::now();
-        let Some(run) = self.runs.get_mut(job_id).and_then(|r| r.get_mut(run_id)) else {
+        let Some(run) = self
+            .runs
+            .get_mut(job_id)
+            .and_then(|r| r.get_mut(run_id))
+            .map(Arc::make_mut)
+        else {
             return;
         };
         run.status = outcome;
@@ -1516,7 +1545,7 @@ impl Controller {
     fn trigger_dependents(&mut self, parent: &str, outcome: RunStatus, parent_run: &str) {
         // Through the index: a burst of ten thousand runs ending must not scan every
         // job for each.
-        let children: Vec<JobSpec> = self
+        let children: Vec<Arc<JobSpec>> = self
             .dependents
             .get(parent)
             .into_iter()
@@ -1687,9 +1716,10 @@ impl Controller {
             let Some(job) = self.jobs.get(&job_id).cloned() else {
                 continue;
             };
-            let Some(run) = self.runs.get(&job_id).and_then(|r| r.get(&run_id)).cloned() else {
+            let Some(run) = self.runs.get(&job_id).and_then(|r| r.get(&run_id)) else {
                 continue;
             };
+            let run = JobRun::clone(run);
             let attempt = run.attempts + 1;
             let task_id = format!("{job_id}.{run_id}.{attempt}");
             let builder = task_builder(&job, &task_id);
@@ -1730,7 +1760,7 @@ impl Controller {
                 writes.push(record);
             }
             if let Some(slot) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
-                *slot = run;
+                *slot = Arc::new(run);
             }
             tasks[index].push(info);
             launched.push((job_id, run_id));
@@ -1739,7 +1769,12 @@ impl Controller {
         if let Err(e) = self.store.write(writes).await {
             warn!(self.logger, "cannot record launches; declining the offers"; "error" => %e);
             for (job_id, run_id) in launched {
-                if let Some(run) = self.runs.get_mut(&job_id).and_then(|r| r.get_mut(&run_id)) {
+                if let Some(run) = self
+                    .runs
+                    .get_mut(&job_id)
+                    .and_then(|r| r.get_mut(&run_id))
+                    .map(Arc::make_mut)
+                {
                     run.status = RunStatus::Initial;
                     run.attempts -= 1;
                     run.tasks.pop();
@@ -1791,7 +1826,7 @@ impl Controller {
 }
 
 /// The jobs that depend on each job.
-fn dependents_of(jobs: &BTreeMap<String, JobSpec>) -> HashMap<String, BTreeSet<String>> {
+fn dependents_of(jobs: &BTreeMap<String, Arc<JobSpec>>) -> HashMap<String, BTreeSet<String>> {
     let mut dependents: HashMap<String, BTreeSet<String>> = HashMap::new();
     for job in jobs.values() {
         for parent in &job.dependencies {

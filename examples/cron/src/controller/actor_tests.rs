@@ -80,12 +80,12 @@ async fn a_new_leader_waits_out_retries_and_early_runs_and_indexes_dependents() 
     assert_eq!(controller.dependents, dependents_of(&controller.jobs));
     let before = controller.jobs.get("c").cloned();
     let after = job("c", &["b"]);
-    controller.jobs.insert("c".into(), after.clone());
-    controller.index_dependencies("c", before.as_ref(), Some(&after));
+    controller.jobs.insert("c".into(), Arc::new(after.clone()));
+    controller.index_dependencies("c", before.as_deref(), Some(&after));
     assert_eq!(controller.dependents, dependents_of(&controller.jobs));
     assert!(!controller.dependents.contains_key("a"));
     let removed = controller.jobs.remove("c");
-    controller.index_dependencies("c", removed.as_ref(), None);
+    controller.index_dependencies("c", removed.as_deref(), None);
     assert_eq!(controller.dependents, dependents_of(&controller.jobs));
     assert!(controller.dependents.is_empty());
 }

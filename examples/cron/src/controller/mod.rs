@@ -20,11 +20,11 @@ pub use actor::Controller;
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Every job, by id.
-    pub jobs: BTreeMap<String, JobSpec>,
+    pub jobs: BTreeMap<String, Arc<JobSpec>>,
     /// Each job's schedules, with `next_run_at` filled in.
     pub schedules: BTreeMap<String, Vec<ScheduleSpec>>,
     /// Runs not finished yet, per job.
-    pub active_runs: BTreeMap<String, Vec<JobRun>>,
+    pub active_runs: BTreeMap<String, Vec<Arc<JobRun>>>,
     /// Finished runs and counters, per job.
     pub history: BTreeMap<String, History>,
     /// True once this instance leads and has loaded its state.

@@ -1,5 +1,7 @@
 //! [`JobRun`]: one run of a job, from the moment it is due to its outcome.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -85,19 +87,18 @@ impl JobRun {
     }
 }
 
-/// What `embed=history` shows of a job: counters and the last finished runs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What `embed=history` shows of a job: counters and the last finished runs
+/// (shared with the controller, see `Snapshot`).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     pub success_count: u64,
     pub failure_count: u64,
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
-    pub successful_finished_runs: Vec<JobRun>,
-    pub failed_finished_runs: Vec<JobRun>,
+    pub successful_finished_runs: Vec<Arc<JobRun>>,
+    pub failed_finished_runs: Vec<Arc<JobRun>>,
     /// Instants a schedule was due but no run started (downtime beyond
     /// startingDeadlineSeconds, FORBID while a run was active): never silently lost.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missed: Vec<MissedRun>,
 }
 
