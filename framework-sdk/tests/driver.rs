@@ -277,6 +277,18 @@ impl Running {
     }
 }
 
+/// Answers the driver's SUBSCRIBE as framework `fw-1` on stream `stream-1`, once
+/// the scheduler has seen it.
+async fn subscribe_as_fw1(master: &mut Master, running: &mut Running) -> Subscription {
+    let sub = master.next_subscribe().await;
+    sub.events
+        .send(subscribed("fw-1", "stream-1", 15.0))
+        .await
+        .unwrap();
+    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+    sub
+}
+
 fn config(masters: Vec<String>) -> DriverConfig {
     let info = pb::FrameworkInfo {
         name: "test".into(),
@@ -355,12 +367,7 @@ async fn subscribes_then_offers_reach_the_scheduler_and_launches_go_out() {
 async fn updates_with_a_uuid_are_acknowledged_after_the_callback() {
     let mut master = Master::start(Role::Leader).await;
     let mut running = start(config(vec![master.addr.clone()]));
-    let sub = master.next_subscribe().await;
-    sub.events
-        .send(subscribed("fw-1", "stream-1", 15.0))
-        .await
-        .unwrap();
-    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+    let sub = subscribe_as_fw1(&mut master, &mut running).await;
 
     // An update without a uuid needs no acknowledgement; the first call must
     // therefore be the acknowledgement of the second update.
@@ -392,12 +399,7 @@ async fn updates_with_a_uuid_are_acknowledged_after_the_callback() {
 async fn acknowledgements_queued_behind_an_unanswered_one_go_out_together() {
     let mut master = Master::start_answering(Role::Leader, 0).await;
     let mut running = start(config(vec![master.addr.clone()]));
-    let sub = master.next_subscribe().await;
-    sub.events
-        .send(subscribed("fw-1", "stream-1", 15.0))
-        .await
-        .unwrap();
-    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+    let sub = subscribe_as_fw1(&mut master, &mut running).await;
 
     sub.events.send(update("first", &[1; 16])).await.unwrap();
     let call = master.next_call().await;
@@ -486,12 +488,7 @@ async fn a_dropped_stream_means_disconnected_then_a_resubscription_with_the_fram
         Err(DriverError::NotSubscribed)
     );
 
-    let sub = master.next_subscribe().await;
-    sub.events
-        .send(subscribed("fw-1", "stream-1", 15.0))
-        .await
-        .unwrap();
-    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+    let sub = subscribe_as_fw1(&mut master, &mut running).await;
     drop(sub);
 
     assert_eq!(running.next_seen().await, Seen::Disconnected);
@@ -594,12 +591,7 @@ async fn followers_redirect_to_the_leader_and_dead_masters_are_skipped() {
 async fn teardown_is_sent_and_ends_run() {
     let mut master = Master::start(Role::Leader).await;
     let mut running = start(config(vec![master.addr.clone()]));
-    let sub = master.next_subscribe().await;
-    sub.events
-        .send(subscribed("fw-1", "stream-1", 15.0))
-        .await
-        .unwrap();
-    assert_eq!(running.next_seen().await, Seen::Subscribed("fw-1".into()));
+    let _stream_kept_open = subscribe_as_fw1(&mut master, &mut running).await;
     running.handle.teardown().await.unwrap();
     let call = master.next_call().await;
     assert!(

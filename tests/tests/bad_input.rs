@@ -465,19 +465,25 @@ async fn an_agent_sending_malformed_messages_gets_errors() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() {
-    let cluster = cluster().await;
-    let mut fw = framework(&cluster).await;
+/// A framework that acknowledges nothing by itself, running a `true` task of each
+/// name on its first offer.
+async fn unacknowledging_framework(cluster: &TestCluster, tasks: &[&str]) -> RawFramework {
+    let mut fw = framework(cluster).await;
     fw.auto_acknowledge = false;
     let offers = fw.next_offers().await;
     let (offer, agent) = offer_parts(&offers[0]);
-    fw.accept(
-        vec![offer],
-        vec![shell_task("once", &agent, "true", "cpus:0.1;mem:32")],
-    )
-    .await
-    .expect("ACCEPT");
+    let tasks = tasks
+        .iter()
+        .map(|name| shell_task(name, &agent, "true", "cpus:0.1;mem:32"))
+        .collect();
+    fw.accept(vec![offer], tasks).await.expect("ACCEPT");
+    fw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() {
+    let cluster = cluster().await;
+    let mut fw = unacknowledging_framework(&cluster, &["once"]).await;
     // Every update but the terminal one is acknowledged: the task has ended, but the
     // agent still holds it until the framework acknowledges that.
     loop {
@@ -514,19 +520,7 @@ async fn reusing_the_id_of_a_task_whose_end_is_unacknowledged_is_a_task_error() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledge_many_acknowledges_each_and_refuses_malformed_batches() {
     let cluster = cluster().await;
-    let mut fw = framework(&cluster).await;
-    fw.auto_acknowledge = false;
-    let offers = fw.next_offers().await;
-    let (offer, agent) = offer_parts(&offers[0]);
-    fw.accept(
-        vec![offer],
-        vec![
-            shell_task("a", &agent, "true", "cpus:0.1;mem:32"),
-            shell_task("b", &agent, "true", "cpus:0.1;mem:32"),
-        ],
-    )
-    .await
-    .expect("ACCEPT");
+    let mut fw = unacknowledging_framework(&cluster, &["a", "b"]).await;
     let ack = |status: &pb::TaskStatus| pb::call::Acknowledge {
         agent_id: status.agent_id.clone(),
         task_id: status.task_id.clone(),
