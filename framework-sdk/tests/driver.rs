@@ -571,11 +571,11 @@ async fn followers_redirect_to_the_leader_and_dead_masters_are_skipped() {
         leader: leader.addr.clone(),
     })
     .await;
-    // A port nobody listens on: bound, then released.
-    let dead = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    // A port bound but not listening refuses connections, and while it is held no
+    // other test can listen there.
+    let dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_socket.local_addr().unwrap().to_string();
     let mut running = start(config(vec![dead, follower.addr.clone()]));
     let sub = leader.next_subscribe().await;
     sub.events

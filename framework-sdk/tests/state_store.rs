@@ -455,10 +455,15 @@ async fn serve_tcp(role: Role) -> (Fake, String) {
     (fake, address)
 }
 
-/// An address where nothing listens: a port bound, then closed.
-async fn dead_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address").to_string()
+/// An address where nothing listens, and its socket: bound but not listening, it
+/// refuses connections, and while it is held no other test can listen there.
+fn dead_address() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind");
+    let address = socket.local_addr().expect("address").to_string();
+    (socket, address)
 }
 
 /// Dials the fake over an in-memory duplex: each connection attempt hands the
@@ -540,7 +545,7 @@ async fn the_client_follows_the_leader_hint_and_then_goes_straight_to_the_leader
 
 #[tokio::test]
 async fn a_master_that_cannot_be_reached_is_skipped_even_for_compare_and_set() {
-    let dead = dead_address().await;
+    let (_held, dead) = dead_address();
     let (leader, leader_address) = serve_tcp(Role::Leader).await;
     let store = client(&[&dead, &leader_address]);
 
@@ -717,7 +722,7 @@ async fn leases_are_granted_renewed_refused_and_released() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_gives_up_at_its_deadline_when_no_master_leads() {
-    let dead = dead_address().await;
+    let (_held, dead) = dead_address();
     let mut config = StateStoreConfig::new(vec![dead], "apps");
     config.deadline = Duration::from_secs(5);
     let store = StateStore::with_config(config).unwrap();

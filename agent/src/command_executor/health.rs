@@ -707,8 +707,14 @@ mod tests {
         let err = probe.probe().await.unwrap_err();
         assert!(err.contains("500"), "{err}");
         server.await.unwrap();
-        // Nothing listens there any more: TCP and HTTP fail.
+        // A port bound but not listening refuses connections; holding it keeps
+        // another test from listening there meanwhile (a port merely closed can be
+        // taken again at once by anything binding port 0).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         assert!(TaskProbe::Tcp { port }.probe().await.is_err());
+        drop(closed);
 
         let command = |value: &str| {
             let task = pb::CommandInfo::default();
