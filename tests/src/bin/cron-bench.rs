@@ -56,10 +56,6 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use tokio::sync::Semaphore;
 
-/// As the `agora` binary: everything here shares one process and its allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const RUN_AS_AGORA: &str = "AGORA_CRON_BENCH_RUN_AS_AGORA";
 const SETUP_DEADLINE: Duration = Duration::from_secs(120);
 /// How often the agents' launch counters are summed: the resolution of T → launched.
