@@ -318,6 +318,14 @@ impl SchedulerHandle {
         if status.uuid.is_empty() {
             return;
         }
+        // The master refuses a batch holding one malformed acknowledgement: this
+        // one must not cost the others theirs.
+        if status.uuid.len() != limits::MAX_UUID_BYTES {
+            slog::warn!(self.shared.logger, "not acknowledging an update whose uuid is not 16 bytes";
+                "task_id" => status.task_id.map(|t| t.value).unwrap_or_default(),
+                "uuid_bytes" => status.uuid.len());
+            return;
+        }
         let Ok(permit) = self.shared.acks_in_flight.clone().acquire_owned().await else {
             return;
         };

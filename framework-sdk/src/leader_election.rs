@@ -264,6 +264,11 @@ pub fn advertised_address(advertise: Option<&str>, bound: std::net::SocketAddr) 
     }
 }
 
+/// The host part of an [`advertised_address`], for the framework's `hostname`.
+pub fn advertised_host(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
+}
+
 /// Whether `address` ends with `:<port>` (and is not a bracketed IPv6 host alone).
 fn has_port(address: &str) -> bool {
     match address.rsplit_once(':') {
@@ -276,7 +281,7 @@ fn has_port(address: &str) -> bool {
 
 #[cfg(test)]
 mod advertised_address_tests {
-    use super::advertised_address;
+    use super::{advertised_address, advertised_host};
 
     #[test]
     fn a_host_takes_the_bound_port_and_a_host_with_a_port_stays() {
@@ -294,5 +299,7 @@ mod advertised_address_tests {
             "[fe80::1]:80"
         );
         assert_eq!(advertised_address(Some("fe80::1"), bound), "fe80::1:8080");
+        assert_eq!(advertised_host("apps-1:8080"), "apps-1");
+        assert_eq!(advertised_host("[fe80::1]:80"), "[fe80::1]");
     }
 }

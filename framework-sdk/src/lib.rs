@@ -96,7 +96,7 @@ pub use driver::SchedulerDriver;
 pub use error::{DriverError, LEADER_METADATA_KEY, leader_hint};
 pub use executor::{Executor, ExecutorDriver, ExecutorError, ExecutorHandle};
 pub use handle::SchedulerHandle;
-pub use leader_election::{LeaderElection, advertised_address};
+pub use leader_election::{LeaderElection, advertised_address, advertised_host};
 pub use logging::{discard_logger, stderr_logger};
 pub use offer::{OfferError, OfferResources, TaskBuilder};
 pub use scheduler::Scheduler;

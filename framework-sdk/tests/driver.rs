@@ -410,6 +410,8 @@ async fn acknowledgements_queued_behind_an_unanswered_one_go_out_together() {
     );
     for (task, uuid) in [("second", 2), ("third", 3), ("fourth", 4)] {
         sub.events.send(update(task, &[uuid; 16])).await.unwrap();
+        // One the master would refuse is left out rather than sink the batch.
+        sub.events.send(update("malformed", &[9; 3])).await.unwrap();
     }
     // The driver handles events one by one, each update's acknowledgement queued
     // before the next event: once "last" (no uuid) is seen, all three are queued.

@@ -322,10 +322,7 @@ fn start_driver(
         failover_timeout: config.failover_timeout.as_secs_f64(),
         checkpoint: true,
         roles: vec![config.role.clone()],
-        hostname: advertised
-            .rsplit_once(':')
-            .map_or(advertised, |(host, _)| host)
-            .to_string(),
+        hostname: agora_sdk::advertised_host(advertised).to_string(),
         webui_url: format!("http://{advertised}"),
         // TASK_UNREACHABLE rather than TASK_LOST for tasks of an agent that went
         // away: `unreachableStrategy` decides when they are replaced.

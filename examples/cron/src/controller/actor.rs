@@ -159,7 +159,6 @@ pub struct Controller {
     held_offers: Vec<pb::Offer>,
     framework_id: Option<String>,
     framework_id_unsaved: bool,
-    driver: Option<SchedulerHandle>,
     suppressed: bool,
     revive_needed: bool,
     /// Writes that may wait for the end of the reaction (soft state).
@@ -179,8 +178,8 @@ pub struct Controller {
     publish_pending: bool,
     /// Answers sent once the reaction to their command is published.
     replies: Vec<Box<dyn FnOnce() + Send + Sync>>,
-    /// Where DECLINE, REVIVE, SUPPRESS and KILL go, in order and unawaited; present
-    /// exactly while `driver` is.
+    /// The subscribed driver, while there is one, with the lane where DECLINE,
+    /// REVIVE, SUPPRESS and KILL go, in order and unawaited.
     calls: Option<CallLane>,
     /// ACCEPT calls in flight; each answers with its tasks' ids.
     accepts: tokio::task::JoinSet<AcceptOutcome>,
@@ -271,7 +270,6 @@ impl Controller {
             held_offers: Vec::new(),
             framework_id: loaded.framework_id,
             framework_id_unsaved: false,
-            driver: None,
             suppressed: false,
             revive_needed: true,
             pending_writes: Vec::new(),
@@ -1254,7 +1252,6 @@ impl Controller {
                 if self.framework_id_unsaved {
                     self.save_framework_id().await;
                 }
-                self.driver = Some(handle.clone());
                 self.calls = Some(CallLane::start(handle.clone()));
                 self.suppressed = false;
                 self.revive_needed = true;
@@ -1266,10 +1263,7 @@ impl Controller {
                     .retain(|o| o.id.as_ref() != Some(&offer_id));
             }
             DriverEvent::Update(status) => self.on_update(status).await,
-            DriverEvent::Disconnected => {
-                self.driver = None;
-                self.calls = None;
-            }
+            DriverEvent::Disconnected => self.calls = None,
         }
     }
 
@@ -1677,7 +1671,7 @@ impl Controller {
     }
 
     async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
-        let Some(driver) = self.driver.clone() else {
+        let Some(driver) = self.calls.as_ref().map(|calls| calls.driver().clone()) else {
             return;
         };
         let refuse = |seconds: f64| {

@@ -40,9 +40,11 @@ struct Failures {
     suppress: AtomicBool,
 }
 
-/// The queue of one driver's unawaited calls. Dropping it lets the sending task
-/// finish what is queued and end.
+/// One subscribed driver: its handle, for the calls awaited elsewhere (ACCEPT), and
+/// the queue of its unawaited calls. Dropping it lets the sending task finish what
+/// is queued and end.
 pub(super) struct CallLane {
+    driver: SchedulerHandle,
     queue: mpsc::UnboundedSender<LaneCall>,
     failures: Arc<Failures>,
 }
@@ -52,8 +54,16 @@ impl CallLane {
     pub(super) fn start(driver: SchedulerHandle) -> CallLane {
         let (queue, calls) = mpsc::unbounded_channel();
         let failures = Arc::new(Failures::default());
-        tokio::spawn(send_in_order(driver, calls, failures.clone()));
-        CallLane { queue, failures }
+        tokio::spawn(send_in_order(driver.clone(), calls, failures.clone()));
+        CallLane {
+            driver,
+            queue,
+            failures,
+        }
+    }
+
+    pub(super) fn driver(&self) -> &SchedulerHandle {
+        &self.driver
     }
 
     pub(super) fn send(&self, call: LaneCall) {
